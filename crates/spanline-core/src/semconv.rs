@@ -1,0 +1,236 @@
+//! Every span name, attribute key and metric name spanline emits.
+//!
+//! This is the one home for names (DESIGN decision 5). GenAI, messaging and
+//! RPC names follow the OpenTelemetry semantic conventions; where no
+//! convention exists (reranking, preprocessing, pipeline structure) the name
+//! carries the `spanline.` prefix. GenAI conventions are at "development"
+//! stability: a rename upstream is one edit here.
+
+/// GenAI attribute keys and operation names.
+pub mod gen_ai {
+    /// `gen_ai.operation.name` (required on GenAI spans).
+    pub const OPERATION_NAME: &str = "gen_ai.operation.name";
+    /// `gen_ai.provider.name` (required on GenAI spans).
+    pub const PROVIDER_NAME: &str = "gen_ai.provider.name";
+    /// `gen_ai.request.model`.
+    pub const REQUEST_MODEL: &str = "gen_ai.request.model";
+    /// `gen_ai.response.model`.
+    pub const RESPONSE_MODEL: &str = "gen_ai.response.model";
+    /// `gen_ai.request.max_tokens`.
+    pub const REQUEST_MAX_TOKENS: &str = "gen_ai.request.max_tokens";
+    /// `gen_ai.request.temperature`.
+    pub const REQUEST_TEMPERATURE: &str = "gen_ai.request.temperature";
+    /// `gen_ai.request.top_p`.
+    pub const REQUEST_TOP_P: &str = "gen_ai.request.top_p";
+    /// `gen_ai.request.top_k`.
+    pub const REQUEST_TOP_K: &str = "gen_ai.request.top_k";
+    /// `gen_ai.request.stop_sequences`.
+    pub const REQUEST_STOP_SEQUENCES: &str = "gen_ai.request.stop_sequences";
+    /// `gen_ai.request.seed`.
+    pub const REQUEST_SEED: &str = "gen_ai.request.seed";
+    /// `gen_ai.request.stream`.
+    pub const REQUEST_STREAM: &str = "gen_ai.request.stream";
+    /// `gen_ai.response.finish_reasons`.
+    pub const RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
+    /// `gen_ai.usage.input_tokens`.
+    pub const USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
+    /// `gen_ai.usage.output_tokens`.
+    pub const USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
+    /// `gen_ai.token.type` (metric attribute: `input` / `output`).
+    pub const TOKEN_TYPE: &str = "gen_ai.token.type";
+    /// `gen_ai.conversation.id` (the request's session/thread id).
+    pub const CONVERSATION_ID: &str = "gen_ai.conversation.id";
+    /// `gen_ai.embeddings.dimension.count`.
+    pub const EMBEDDINGS_DIMENSION_COUNT: &str = "gen_ai.embeddings.dimension.count";
+    /// `gen_ai.data_source.id`.
+    pub const DATA_SOURCE_ID: &str = "gen_ai.data_source.id";
+    /// `gen_ai.workflow.name`.
+    pub const WORKFLOW_NAME: &str = "gen_ai.workflow.name";
+    /// `gen_ai.input.messages` (opt-in content).
+    pub const INPUT_MESSAGES: &str = "gen_ai.input.messages";
+    /// `gen_ai.output.messages` (opt-in content).
+    pub const OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
+    /// `gen_ai.retrieval.query.text` (opt-in content).
+    pub const RETRIEVAL_QUERY_TEXT: &str = "gen_ai.retrieval.query.text";
+    /// `gen_ai.retrieval.documents` (opt-in content).
+    pub const RETRIEVAL_DOCUMENTS: &str = "gen_ai.retrieval.documents";
+    /// `gen_ai.server.time_to_first_token` as a span attribute (seconds).
+    pub const TIME_TO_FIRST_TOKEN: &str = "gen_ai.server.time_to_first_token";
+    /// `gen_ai.server.time_per_output_token` as a span attribute (seconds).
+    pub const TIME_PER_OUTPUT_TOKEN: &str = "gen_ai.server.time_per_output_token";
+
+    /// Operation names (`gen_ai.operation.name` values).
+    pub mod op {
+        /// Chat completion.
+        pub const CHAT: &str = "chat";
+        /// Plain text completion.
+        pub const TEXT_COMPLETION: &str = "text_completion";
+        /// Embeddings.
+        pub const EMBEDDINGS: &str = "embeddings";
+        /// Retrieval.
+        pub const RETRIEVAL: &str = "retrieval";
+        /// A whole workflow (a spanline pipeline run).
+        pub const INVOKE_WORKFLOW: &str = "invoke_workflow";
+        /// Reranking: the GenAI conventions define no rerank operation.
+        pub const RERANK: &str = "spanline.rerank";
+        /// Preprocessing: no convention exists.
+        pub const PREPROCESS: &str = "spanline.preprocess";
+        /// Postprocessing: no convention exists.
+        pub const POSTPROCESS: &str = "spanline.postprocess";
+        /// Any other stage.
+        pub const STAGE: &str = "spanline.stage";
+    }
+}
+
+/// General attribute keys from the OpenTelemetry conventions.
+pub mod general {
+    /// `error.type`: the class of error (low cardinality).
+    pub const ERROR_TYPE: &str = "error.type";
+    /// `exception.type` on an exception event.
+    pub const EXCEPTION_TYPE: &str = "exception.type";
+    /// `exception.message` on an exception event.
+    pub const EXCEPTION_MESSAGE: &str = "exception.message";
+    /// The exception event's name.
+    pub const EXCEPTION_EVENT: &str = "exception";
+    /// `user.id`.
+    pub const USER_ID: &str = "user.id";
+    /// `session.id`.
+    pub const SESSION_ID: &str = "session.id";
+    /// `server.address`.
+    pub const SERVER_ADDRESS: &str = "server.address";
+    /// `server.port`.
+    pub const SERVER_PORT: &str = "server.port";
+}
+
+/// spanline's own attribute keys: pipeline identity and the structure the
+/// critical-path analyser consumes (see `docs/span-structure.md`).
+pub mod spanline {
+    /// Name of the pipeline a span belongs to.
+    pub const PIPELINE_NAME: &str = "spanline.pipeline.name";
+    /// Name of the stage.
+    pub const STAGE_NAME: &str = "spanline.stage.name";
+    /// Kind of the stage (`preprocess`, `embed`, `retrieve`, …).
+    pub const STAGE_KIND: &str = "spanline.stage.kind";
+    /// Outcome of the stage call (`ok`, `error`, `timeout`, `cancelled`).
+    pub const OUTCOME: &str = "spanline.outcome";
+    /// Position of this step in its pipeline's sequence (0-based, int).
+    pub const STEP_INDEX: &str = "spanline.step.index";
+    /// Step indices this span waited on before it started (int array).
+    pub const STEP_DEPENDS_ON: &str = "spanline.step.depends_on";
+    /// Whether the parent waited for this span to finish (bool).
+    pub const STEP_BLOCKING: &str = "spanline.step.blocking";
+    /// Set on the spans of a parallel group: the group's step index (int).
+    pub const PARALLEL_GROUP: &str = "spanline.parallel.group";
+    /// Branch number within a parallel group (int).
+    pub const PARALLEL_BRANCH: &str = "spanline.parallel.branch";
+    /// Number of branches in the parallel group (int).
+    pub const PARALLEL_WIDTH: &str = "spanline.parallel.width";
+    /// Index of this item in a batch call (int).
+    pub const BATCH_INDEX: &str = "spanline.batch.index";
+    /// Size of the batch (int).
+    pub const BATCH_SIZE: &str = "spanline.batch.size";
+    /// Maximum items of the batch in flight at once (int).
+    pub const BATCH_CONCURRENCY: &str = "spanline.batch.concurrency";
+    /// On a failed primary stage: what happened next (`fallback` or `skip`).
+    pub const FALLBACK_ACTION: &str = "spanline.fallback.action";
+    /// Why the fallback was taken (`timeout` or `error`).
+    pub const FALLBACK_REASON: &str = "spanline.fallback.reason";
+    /// On a fallback stage's span: the stage it stands in for.
+    pub const FALLBACK_FOR: &str = "spanline.fallback.for";
+    /// The timeout applied to a stage call, in seconds (double).
+    pub const TIMEOUT_SECONDS: &str = "spanline.timeout.seconds";
+    /// The customer id from the request attributes.
+    pub const CUSTOMER_ID: &str = "spanline.customer.id";
+    /// Prefix of user metadata attributes (`spanline.metadata.<key>`).
+    pub const METADATA_PREFIX: &str = "spanline.metadata.";
+    /// Number of items in the input of a stage (int).
+    pub const INPUT_COUNT: &str = "spanline.input.count";
+    /// Number of items in the output of a stage (int).
+    pub const OUTPUT_COUNT: &str = "spanline.output.count";
+    /// Whether an input was truncated to fit a model's limit (bool).
+    pub const INPUT_TRUNCATED: &str = "spanline.input.truncated";
+    /// Segment type for the critical path: `stage`, `hop`, `queue`.
+    pub const SEGMENT_TYPE: &str = "spanline.segment.type";
+}
+
+/// Metric names and their label keys.
+pub mod metric {
+    /// Histogram (s): one sample per stage call.
+    pub const STAGE_DURATION: &str = "spanline.stage.duration";
+    /// Histogram (s): one sample per pipeline run.
+    pub const PIPELINE_DURATION: &str = "spanline.pipeline.duration";
+    /// Histogram (s): GenAI client operation duration.
+    pub const GEN_AI_OPERATION_DURATION: &str = "gen_ai.client.operation.duration";
+    /// Histogram ({token}): GenAI token usage.
+    pub const GEN_AI_TOKEN_USAGE: &str = "gen_ai.client.token.usage";
+    /// Histogram (s): time to first token.
+    pub const GEN_AI_TIME_TO_FIRST_TOKEN: &str = "gen_ai.server.time_to_first_token";
+    /// Histogram (s): time per output token after the first.
+    pub const GEN_AI_TIME_PER_OUTPUT_TOKEN: &str = "gen_ai.server.time_per_output_token";
+    /// Counter: spans the export pipeline dropped (queue full or export failed).
+    pub const SPANS_DROPPED: &str = "spanline.telemetry.spans.dropped";
+    /// Counter: spans handed to the exporter successfully.
+    pub const SPANS_EXPORTED: &str = "spanline.telemetry.spans.exported";
+    /// Counter: propagation values a carrier rejected or could not encode.
+    pub const CARRIER_REJECTED: &str = "spanline.propagation.rejected";
+
+    /// Label: pipeline name.
+    pub const LABEL_PIPELINE: &str = "pipeline";
+    /// Label: stage name.
+    pub const LABEL_STAGE: &str = "stage";
+    /// Label: stage kind.
+    pub const LABEL_KIND: &str = "kind";
+    /// Label: outcome (`ok`, `error`, `timeout`, `cancelled`).
+    pub const LABEL_OUTCOME: &str = "outcome";
+    /// Label: why something was dropped or rejected.
+    pub const LABEL_REASON: &str = "reason";
+
+    /// Bucket boundaries (s) for stage and pipeline durations.
+    pub const DURATION_BUCKETS: &[f64] = &[
+        0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        2.5, 5.0, 10.0, 30.0, 60.0,
+    ];
+    /// Semconv bucket boundaries (s) for `gen_ai.client.operation.duration`.
+    pub const GEN_AI_DURATION_BUCKETS: &[f64] = &[
+        0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+    ];
+    /// Semconv bucket boundaries for `gen_ai.client.token.usage`.
+    pub const GEN_AI_TOKEN_BUCKETS: &[f64] = &[
+        1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+        4194304.0, 16777216.0, 67108864.0,
+    ];
+    /// Semconv bucket boundaries (s) for time to first token.
+    pub const GEN_AI_TTFT_BUCKETS: &[f64] = &[
+        0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    ];
+    /// Semconv bucket boundaries (s) for time per output token.
+    pub const GEN_AI_TPOT_BUCKETS: &[f64] = &[
+        0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+    ];
+}
+
+/// W3C propagation header names.
+pub mod header {
+    /// `traceparent`.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// `tracestate`.
+    pub const TRACESTATE: &str = "tracestate";
+    /// `baggage`.
+    pub const BAGGAGE: &str = "baggage";
+}
+
+/// Baggage keys under which request attributes travel.
+pub mod baggage {
+    /// The workflow name.
+    pub const WORKFLOW: &str = "spanline.workflow";
+    /// The user id.
+    pub const USER_ID: &str = "user.id";
+    /// The customer id.
+    pub const CUSTOMER_ID: &str = "spanline.customer.id";
+    /// The session/thread id.
+    pub const SESSION_ID: &str = "session.id";
+    /// The content-capture policy (`on` / `off`).
+    pub const CAPTURE: &str = "spanline.capture";
+    /// Prefix of user metadata members.
+    pub const METADATA_PREFIX: &str = "spanline.meta.";
+}
