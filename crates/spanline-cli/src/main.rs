@@ -1,0 +1,2 @@
+//! The `spanline` command-line tool.
+fn main() {}

@@ -1,0 +1,2 @@
+//! Critical-path benchmark (placeholder).
+fn main() {}

@@ -1,0 +1,5 @@
+//! Critical-path analysis for spanline traces.
+//!
+//! ```
+//! assert!(true);
+//! ```
