@@ -17,7 +17,7 @@
 //!     Document::new("kafka", "Trace context travels in Kafka message headers."),
 //!     Document::new("grpc", "gRPC metadata carries the traceparent header."),
 //! ];
-//! let index = VectorIndex::build(&embedder, docs)?;
+//! let index = VectorIndex::build(&embedder, docs, &RequestContext::new()).await?;
 //!
 //! let pipeline = Pipeline::builder("search")
 //!     .telemetry(Telemetry::global())

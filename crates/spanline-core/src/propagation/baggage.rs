@@ -93,12 +93,12 @@ pub(crate) fn decode(header: &str) -> Decoded<'_> {
     for member in header.split(',') {
         consumed += member.len() + 1;
         if consumed > MAX_BYTES + 1 || decoded.members.len() >= MAX_MEMBERS {
+            // This member and every one after it are dropped whole.
+            let rest = &header[consumed.min(header.len())..];
             decoded.rejected += 1;
-            // Count the rest without reading past the limit's cost.
-            decoded.rejected += header[consumed.min(header.len())..]
-                .bytes()
-                .filter(|&b| b == b',')
-                .count();
+            if !rest.is_empty() {
+                decoded.rejected += 1 + rest.bytes().filter(|&b| b == b',').count();
+            }
             break;
         }
         let member = member.trim_matches(|c| c == ' ' || c == '\t');
@@ -184,7 +184,8 @@ mod tests {
     #[test]
     fn drops_whole_members_past_the_member_limit() {
         let header: Vec<String> = (0..100).map(|i| format!("k{i}=v")).collect();
-        let d = decode(&header.join(","));
+        let joined = header.join(",");
+        let d = decode(&joined);
         assert_eq!(d.members.len(), MAX_MEMBERS);
         assert_eq!(d.rejected, 100 - MAX_MEMBERS);
     }
