@@ -1,1 +1,50 @@
-//! x
+//! spanline: traced, timed, multi-stage ML inference pipelines.
+//!
+//! Build a pipeline from stages (preprocess → embed → retrieve → rerank →
+//! generate); every stage call gets an OpenTelemetry span named per the
+//! GenAI semantic conventions and a latency histogram through the `metrics`
+//! facade, without the stage author writing telemetry code.
+//!
+//! ```
+//! use spanline::core::basic::{ExtractiveGenerator, HashingEmbedder, PromptBuilder, VectorIndex};
+//! use spanline::core::{Document, Embed, Generate, Pipeline, Query, RequestContext, Retrieve};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let embedder = HashingEmbedder::new(256);
+//! let docs = vec![Document::new("otel", "Spans leave through the OTLP exporter.")];
+//! let index = VectorIndex::build(&embedder, docs, &RequestContext::new()).await?;
+//!
+//! let rag = Pipeline::builder("rag")
+//!     .then(Embed(embedder))
+//!     .then(Retrieve::new(index, 3))
+//!     .then(PromptBuilder::default())
+//!     .then(Generate::new(ExtractiveGenerator::default()))
+//!     .build();
+//!
+//! let answer = rag.run(Query::new("How do spans leave?"), &RequestContext::new()).await?;
+//! assert!(answer.text.contains("[otel]"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `telemetry` (default) | [`telemetry`]: the SDK installer — OTLP and console exporters, samplers, Prometheus, the in-memory span recorder |
+//! | `otlp` | OTLP export (part of `telemetry`; named for clarity) |
+//! | `full` | everything |
+
+#[doc(inline)]
+pub use spanline_core as core;
+
+#[cfg(feature = "telemetry")]
+#[doc(inline)]
+pub use spanline_telemetry as telemetry;
+
+#[doc(inline)]
+pub use spanline_core::{
+    Pipeline, RequestAttributes, RequestContext, Stage, StageDescriptor, StageError, StageExt,
+    StageKind, Telemetry,
+};
