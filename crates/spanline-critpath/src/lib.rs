@@ -3,3 +3,15 @@
 //! ```
 //! assert!(true);
 //! ```
+
+pub mod diag;
+pub mod encode;
+pub mod error;
+pub mod load;
+pub mod model;
+pub mod semconv;
+
+pub use diag::{Diagnostic, DiagnosticKind, Location};
+pub use error::LoadError;
+pub use load::{Format, Loaded, load_each, load_file, load_reader};
+pub use model::{AttrValue, Attributes, Link, Span, SpanId, SpanKind, Status, StatusCode, TraceId};
