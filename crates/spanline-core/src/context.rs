@@ -280,6 +280,12 @@ impl RequestAttributes {
     }
 }
 
+/// A reference-counted attribute value: cloned onto every span without
+/// allocating.
+fn rc(v: &str) -> opentelemetry::Value {
+    opentelemetry::Value::from(Arc::<str>::from(v))
+}
+
 /// Builds [`RequestAttributes`], enforcing the baggage limits.
 #[derive(Debug, Default, Clone)]
 pub struct RequestAttributesBuilder {
@@ -332,22 +338,22 @@ impl RequestAttributesBuilder {
         let baggage = baggage::encode(members.iter().map(|(k, v)| (k.as_str(), *v)))?;
         let mut span_attributes = Vec::with_capacity(members.len() + 1);
         if let Some(v) = &self.workflow {
-            span_attributes.push(KeyValue::new(semconv::gen_ai::WORKFLOW_NAME, v.clone()));
+            span_attributes.push(KeyValue::new(semconv::gen_ai::WORKFLOW_NAME, rc(v)));
         }
         if let Some(v) = &self.user_id {
-            span_attributes.push(KeyValue::new(semconv::general::USER_ID, v.clone()));
+            span_attributes.push(KeyValue::new(semconv::general::USER_ID, rc(v)));
         }
         if let Some(v) = &self.customer_id {
-            span_attributes.push(KeyValue::new(semconv::spanline::CUSTOMER_ID, v.clone()));
+            span_attributes.push(KeyValue::new(semconv::spanline::CUSTOMER_ID, rc(v)));
         }
         if let Some(v) = &self.session_id {
-            span_attributes.push(KeyValue::new(semconv::general::SESSION_ID, v.clone()));
-            span_attributes.push(KeyValue::new(semconv::gen_ai::CONVERSATION_ID, v.clone()));
+            span_attributes.push(KeyValue::new(semconv::general::SESSION_ID, rc(v)));
+            span_attributes.push(KeyValue::new(semconv::gen_ai::CONVERSATION_ID, rc(v)));
         }
         for (k, v) in &self.metadata {
             span_attributes.push(KeyValue::new(
-                format!("{}{k}", semconv::spanline::METADATA_PREFIX),
-                v.clone(),
+                Arc::<str>::from(format!("{}{k}", semconv::spanline::METADATA_PREFIX)),
+                rc(v),
             ));
         }
         Ok(RequestAttributes {

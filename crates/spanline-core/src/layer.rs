@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
 use metrics::Histogram;
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{SpanBuilder, SpanKind, Status, TraceContextExt, Tracer};
@@ -86,7 +87,7 @@ pub struct Placement {
 impl Placement {
     pub(crate) fn attributes(&self) -> Vec<KeyValue> {
         let mut attrs = vec![
-            KeyValue::new(spanline::PIPELINE_NAME, self.pipeline.clone()),
+            KeyValue::new(spanline::PIPELINE_NAME, shared(&self.pipeline)),
             KeyValue::new(spanline::STEP_INDEX, self.index as i64),
             KeyValue::new(spanline::STEP_BLOCKING, true),
         ];
@@ -105,10 +106,38 @@ impl Placement {
             attrs.push(KeyValue::new(spanline::PARALLEL_WIDTH, width as i64));
         }
         if let Some(primary) = &self.fallback_for {
-            attrs.push(KeyValue::new(spanline::FALLBACK_FOR, primary.clone()));
+            attrs.push(KeyValue::new(spanline::FALLBACK_FOR, shared(primary)));
         }
         attrs
     }
+}
+
+/// A string attribute value that clones without allocating: static text
+/// stays static, owned text becomes reference-counted.
+pub(crate) fn shared(s: &Cow<'static, str>) -> Value {
+    match s {
+        Cow::Borrowed(b) => Value::from(*b),
+        Cow::Owned(o) => Value::from(Arc::<str>::from(o.as_str())),
+    }
+}
+
+/// Intern a span name: names derive from stage names, which are constants
+/// by contract (they are metric labels), so the set is bounded. Interning
+/// at build time saves an allocation per span.
+pub(crate) fn intern(name: String) -> Cow<'static, str> {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = match NAMES.get_or_init(Default::default).lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some(existing) = names.get(name.as_str()) {
+        return Cow::Borrowed(existing);
+    }
+    let leaked: &'static str = Box::leak(name.into_boxed_str());
+    names.insert(leaked);
+    Cow::Borrowed(leaked)
 }
 
 /// Per-stage telemetry state, built once.
@@ -189,20 +218,20 @@ impl StepTelemetry {
         let tracer = placement.telemetry.shared_tracer()?;
         let mut attributes = vec![
             KeyValue::new(gen_ai::OPERATION_NAME, d.kind.operation()),
-            KeyValue::new(spanline::STAGE_NAME, d.name.clone()),
+            KeyValue::new(spanline::STAGE_NAME, shared(&d.name)),
             KeyValue::new(spanline::STAGE_KIND, d.kind.as_str()),
         ];
         if let Some(p) = &d.provider {
-            attributes.push(KeyValue::new(gen_ai::PROVIDER_NAME, p.clone()));
+            attributes.push(KeyValue::new(gen_ai::PROVIDER_NAME, shared(p)));
         }
         if let Some(m) = &d.model {
-            attributes.push(KeyValue::new(gen_ai::REQUEST_MODEL, m.clone()));
+            attributes.push(KeyValue::new(gen_ai::REQUEST_MODEL, shared(m)));
         }
         if let Some(s) = &d.data_source {
-            attributes.push(KeyValue::new(gen_ai::DATA_SOURCE_ID, s.clone()));
+            attributes.push(KeyValue::new(gen_ai::DATA_SOURCE_ID, shared(s)));
         }
         if let Some((addr, port)) = &d.server {
-            attributes.push(KeyValue::new(general::SERVER_ADDRESS, addr.clone()));
+            attributes.push(KeyValue::new(general::SERVER_ADDRESS, shared(addr)));
             attributes.push(KeyValue::new(general::SERVER_PORT, i64::from(*port)));
         }
         if let Some(t) = timeout {
@@ -220,7 +249,7 @@ impl StepTelemetry {
         });
         Some(StepTelemetry {
             tracer,
-            span_name: Cow::Owned(d.span_name()),
+            span_name: intern(d.span_name()),
             span_kind: if d.remote {
                 SpanKind::Client
             } else {
@@ -482,9 +511,39 @@ impl<S: Stage, R> Instrumented<S, R> {
         }
     }
 
-    /// Run with extra per-call attributes (batch index and size).
-    pub(crate) async fn call_with(
+    /// Run with extra per-call attributes (batch index and size). Disabled
+    /// telemetry dispatches to a small future that only applies the timeout
+    /// and recovery.
+    pub(crate) fn call_with(
         &self,
+        input: S::Input,
+        ctx: &RequestContext,
+        extra: &[KeyValue],
+    ) -> impl Future<Output = Result<S::Output, StageError>> + Send
+    where
+        R: Recovery<S::Input, S::Output>,
+    {
+        match &self.telemetry {
+            None => Either::Left(self.call_plain(input, ctx)),
+            Some(t) => Either::Right(self.call_traced(t, input, ctx, extra)),
+        }
+    }
+
+    async fn call_plain(&self, input: S::Input, ctx: &RequestContext) -> Result<S::Output, StageError>
+    where
+        R: Recovery<S::Input, S::Output>,
+    {
+        let kept = self.recovery.keep(&input);
+        match (self.run_bounded(input, ctx).await, kept) {
+            (Ok(out), _) => Ok(out),
+            (Err(e), Some(input)) => self.recovery.recover(input, e, ctx).await,
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    async fn call_traced(
+        &self,
+        t: &StepTelemetry,
         input: S::Input,
         ctx: &RequestContext,
         extra: &[KeyValue],
@@ -492,14 +551,6 @@ impl<S: Stage, R> Instrumented<S, R> {
     where
         R: Recovery<S::Input, S::Output>,
     {
-        let Some(t) = &self.telemetry else {
-            let kept = self.recovery.keep(&input);
-            return match (self.run_bounded(input, ctx).await, kept) {
-                (Ok(out), _) => Ok(out),
-                (Err(e), Some(input)) => self.recovery.recover(input, e, ctx).await,
-                (Err(e), None) => Err(e),
-            };
-        };
         let capture = ctx.capture_override().unwrap_or(t.capture_default);
         let parent = ctx.otel_context();
         let recording = parent.span().span_context().is_sampled();

@@ -289,7 +289,7 @@ impl<S: Step> PipelineBuilder<S> {
     /// Finish.
     pub fn build(self) -> Pipeline<S> {
         let root = self.telemetry.tracer().map(|_| RootTelemetry {
-            span_name: format!("{} {}", gen_ai::op::INVOKE_WORKFLOW, self.name).into(),
+            span_name: crate::layer::intern(format!("{} {}", gen_ai::op::INVOKE_WORKFLOW, self.name)),
             durations: Outcome::ALL.map(|o| {
                 metrics::histogram!(
                     metric::PIPELINE_DURATION,
@@ -365,10 +365,10 @@ impl<S: Step> Pipeline<S> {
             };
             let mut attrs = vec![
                 KeyValue::new(gen_ai::OPERATION_NAME, gen_ai::op::INVOKE_WORKFLOW),
-                KeyValue::new(spanline::PIPELINE_NAME, self.name.clone()),
+                KeyValue::new(spanline::PIPELINE_NAME, crate::layer::shared(&self.name)),
             ];
             if ctx.attributes().workflow().is_none() {
-                attrs.push(KeyValue::new(gen_ai::WORKFLOW_NAME, self.name.clone()));
+                attrs.push(KeyValue::new(gen_ai::WORKFLOW_NAME, crate::layer::shared(&self.name)));
             }
             attrs.extend_from_slice(ctx.attributes().span_attributes());
             let builder = SpanBuilder::from_name(root.span_name.clone())
