@@ -48,3 +48,8 @@ pub use spanline_core::{
     Pipeline, RequestAttributes, RequestContext, Stage, StageDescriptor, StageError, StageExt,
     StageKind, Telemetry,
 };
+
+/// The README's code, compiled as a doctest so it cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
