@@ -211,6 +211,11 @@ impl TelemetryConfig {
 
         if let Some(v) = get(env::OTEL_SDK_DISABLED) {
             cfg.disabled = parse_bool(env::OTEL_SDK_DISABLED, &v)?;
+            if cfg.disabled {
+                // Disabled means nothing is built: the rest is not read,
+                // so a stray invalid value cannot fail the start.
+                return Ok(cfg);
+            }
         }
         if let Some(v) = get(env::OTEL_TRACES_EXPORTER) {
             cfg.traces_exporters = Some(parse_exporters(&v)?);

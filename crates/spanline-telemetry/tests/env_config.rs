@@ -49,6 +49,13 @@ fn sdk_disabled() {
     );
     assert!(!parse(&[("OTEL_SDK_DISABLED", "")]).expect("ok").disabled);
     bad(&[("OTEL_SDK_DISABLED", "maybe")], "OTEL_SDK_DISABLED");
+    // Disabled: nothing else is read, so a bad value elsewhere is harmless.
+    let c = parse(&[
+        ("OTEL_SDK_DISABLED", "true"),
+        ("OTEL_TRACES_SAMPLER", "bogus"),
+    ])
+    .expect("disabled ignores the rest");
+    assert!(c.disabled);
 }
 
 #[test]
