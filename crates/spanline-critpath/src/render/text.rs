@@ -1,0 +1,183 @@
+//! Plain-text tables for a terminal.
+
+use std::fmt::Write;
+
+use super::clean;
+use crate::analyze::{TraceReport, fmt_ns};
+use crate::stats::{Percentiles, Stats};
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+fn cut(s: &str, w: usize) -> String {
+    let s = clean(s);
+    if s.chars().count() <= w {
+        s
+    } else {
+        let mut t: String = s.chars().take(w.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The critical path of one trace, its contributors, the slack of the stages
+/// off the path, detached subtrees and diagnostics.
+pub fn trace(r: &TraceReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "trace {}  root {:?}  duration {}  ({})",
+        r.trace_id,
+        clean(&r.root_name),
+        fmt_ns(r.duration_ns),
+        if r.structured { "structural attributes" } else { "timestamps only" }
+    );
+    let _ = writeln!(o, "\ncritical path ({} segments)", r.segments.len());
+    let w = r.segments.iter().map(|s| s.span_name.chars().count()).max().unwrap_or(4).clamp(4, 48);
+    let _ = writeln!(
+        o,
+        "  {:>11}  {:>11}  {:>6}  {:<5}  {:<16}  {}",
+        "at", "time", "share", "type", "stage", "span"
+    );
+    for s in &r.segments {
+        let _ = writeln!(
+            o,
+            "  {:>11}  {:>11}  {:>6}  {:<5}  {:<16}  {}",
+            format!("+{}", fmt_ns(s.start_ns - r.start_ns)),
+            fmt_ns(s.duration_ns),
+            pct(s.share),
+            s.segment_type.as_str(),
+            cut(s.stage.as_deref().unwrap_or("-"), 16),
+            cut(&s.span_name, w)
+        );
+    }
+    let _ = writeln!(o, "\ncontributors");
+    for c in &r.contributions {
+        let _ = writeln!(
+            o,
+            "  {:<32}  {:<5}  {:>11}  {:>6}",
+            cut(&c.key, 32),
+            c.segment_type.as_str(),
+            fmt_ns(c.duration_ns),
+            pct(c.share)
+        );
+    }
+    let off = r.off_path_stages();
+    if !off.is_empty() {
+        let _ = writeln!(o, "\nstages off the critical path (slack = how much longer they could have taken)");
+        for s in off {
+            let _ = writeln!(
+                o,
+                "  {:<32}  {:<16}  took {:>11}  slack {}",
+                cut(&s.name, 32),
+                cut(s.stage.as_deref().unwrap_or("-"), 16),
+                fmt_ns(s.end_ns - s.start_ns),
+                s.slack_ns.map_or_else(|| "unbounded (non-blocking)".to_owned(), fmt_ns)
+            );
+        }
+    }
+    if !r.detached.is_empty() {
+        let _ = writeln!(o, "\ndetached subtrees (not connected to the root)");
+        for d in &r.detached {
+            let _ = writeln!(
+                o,
+                "  {:<32}  {:?}  {}  path: {}",
+                cut(&d.name, 32),
+                d.reason,
+                fmt_ns(d.duration_ns),
+                d.segments
+                    .iter()
+                    .map(|s| format!("{} {}", cut(&s.span_name, 24), fmt_ns(s.duration_ns)))
+                    .collect::<Vec<_>>()
+                    .join(" → ")
+            );
+        }
+    }
+    if !r.diagnostics.is_empty() {
+        let _ = writeln!(o, "\ndiagnostics");
+        for d in r.diagnostics.iter().take(20) {
+            let _ = writeln!(o, "  {}", clean(&d.to_string()));
+        }
+        if r.diagnostics.len() > 20 {
+            let _ = writeln!(o, "  … and {} more", r.diagnostics.len() - 20);
+        }
+    }
+    o
+}
+
+fn pcts(p: &Percentiles) -> String {
+    format!(
+        "{:>10} {:>10} {:>10} {:>10}",
+        fmt_ns(p.p50),
+        fmt_ns(p.p90),
+        fmt_ns(p.p95),
+        fmt_ns(p.p99)
+    )
+}
+
+/// Aggregates across traces.
+pub fn stats(s: &Stats) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{} traces, {} spans; trace duration p50 {}  p90 {}  p95 {}  p99 {}  max {}",
+        s.traces,
+        s.spans,
+        fmt_ns(s.duration.p50),
+        fmt_ns(s.duration.p90),
+        fmt_ns(s.duration.p95),
+        fmt_ns(s.duration.p99),
+        fmt_ns(s.duration.max)
+    );
+    let _ = writeln!(
+        o,
+        "critical-path time: stages {}  hops {}  queues {}  self {}",
+        pct(s.stage_share),
+        pct(s.hop_share),
+        pct(s.queue_share),
+        pct(s.self_share)
+    );
+    let _ = writeln!(
+        o,
+        "\n{:<28} {:<5} {:>7} | {:^43} | {:^43} | {:>6} {:>9}",
+        "key", "type", "spans", "duration p50 / p90 / p95 / p99", "on critical path p50 / p90 / p95 / p99", "share", "dominates"
+    );
+    for r in &s.rows {
+        let _ = writeln!(
+            o,
+            "{:<28} {:<5} {:>7} | {} | {} | {:>6} {:>9}",
+            cut(&r.key, 28),
+            r.segment_type.as_str(),
+            r.spans,
+            pcts(&r.duration),
+            pcts(&r.critical),
+            pct(r.critical_share),
+            pct(r.dominance)
+        );
+    }
+    let t = &s.tail;
+    let _ = writeln!(
+        o,
+        "\ntail: the slowest {} trace(s) (≥ {}) waited on",
+        t.traces,
+        fmt_ns(t.threshold_ns)
+    );
+    for r in t.rows.iter().take(10) {
+        let _ = writeln!(
+            o,
+            "  {:<28} {:<5} {:>6} of their time, dominant in {}",
+            cut(&r.key, 28),
+            r.segment_type.as_str(),
+            pct(r.share),
+            r.dominates
+        );
+    }
+    if !t.slowest.is_empty() {
+        let _ = writeln!(o, "  slowest: {}", t.slowest.iter().take(5).map(|(id, d)| format!("{id} ({})", fmt_ns(*d))).collect::<Vec<_>>().join(", "));
+    }
+    if s.diagnostics > 0 {
+        let _ = writeln!(o, "\n{} diagnostics while analysing (see `spanline critpath` for details)", s.diagnostics);
+    }
+    o
+}
