@@ -35,7 +35,11 @@ pub trait Embedder: Send + Sync {
     /// Who it is.
     fn describe(&self) -> StageDescriptor;
     /// Embed a batch of texts; one embedding per text, in order.
-    async fn embed(&self, texts: &[String], ctx: &RequestContext) -> Result<Vec<Embedding>, StageError>;
+    async fn embed(
+        &self,
+        texts: &[String],
+        ctx: &RequestContext,
+    ) -> Result<Vec<Embedding>, StageError>;
 }
 
 /// Finds documents for a query.
@@ -116,7 +120,10 @@ impl<P: Preprocessor> Stage for Preprocess<P> {
         a.content(gen_ai::RETRIEVAL_QUERY_TEXT, || input.text.clone());
     }
     fn annotate_output(&self, output: &Query, a: &mut Annotations<'_>) {
-        a.attribute(KeyValue::new(spanline::OUTPUT_COUNT, output.tokens.len() as i64));
+        a.attribute(KeyValue::new(
+            spanline::OUTPUT_COUNT,
+            output.tokens.len() as i64,
+        ));
     }
 }
 
@@ -136,7 +143,11 @@ impl<E: Embedder> Stage for Embed<E> {
         let mut vectors = self.0.embed(std::slice::from_ref(&query.text), ctx).await?;
         let embedding = match (vectors.pop(), vectors.is_empty()) {
             (Some(e), true) => e,
-            _ => return Err(StageError::invalid_output("embedder returned a vector count other than one")),
+            _ => {
+                return Err(StageError::invalid_output(
+                    "embedder returned a vector count other than one",
+                ));
+            }
         };
         check_finite(&embedding)?;
         Ok(EmbeddedQuery { query, embedding })
@@ -145,7 +156,10 @@ impl<E: Embedder> Stage for Embed<E> {
         a.content(gen_ai::RETRIEVAL_QUERY_TEXT, || input.text.clone());
     }
     fn annotate_output(&self, output: &EmbeddedQuery, a: &mut Annotations<'_>) {
-        a.attribute(KeyValue::new(gen_ai::EMBEDDINGS_DIMENSION_COUNT, output.embedding.dim() as i64));
+        a.attribute(KeyValue::new(
+            gen_ai::EMBEDDINGS_DIMENSION_COUNT,
+            output.embedding.dim() as i64,
+        ));
     }
 }
 
@@ -161,7 +175,11 @@ impl<E: Embedder> Stage for EmbedTexts<E> {
     fn describe(&self) -> StageDescriptor {
         self.0.describe()
     }
-    async fn run(&self, texts: Vec<String>, ctx: &RequestContext) -> Result<Vec<Embedding>, StageError> {
+    async fn run(
+        &self,
+        texts: Vec<String>,
+        ctx: &RequestContext,
+    ) -> Result<Vec<Embedding>, StageError> {
         let vectors = self.0.embed(&texts, ctx).await?;
         if vectors.len() != texts.len() {
             return Err(StageError::invalid_output(format!(
@@ -178,7 +196,10 @@ impl<E: Embedder> Stage for EmbedTexts<E> {
     }
     fn annotate_output(&self, output: &Vec<Embedding>, a: &mut Annotations<'_>) {
         if let Some(first) = output.first() {
-            a.attribute(KeyValue::new(gen_ai::EMBEDDINGS_DIMENSION_COUNT, first.dim() as i64));
+            a.attribute(KeyValue::new(
+                gen_ai::EMBEDDINGS_DIMENSION_COUNT,
+                first.dim() as i64,
+            ));
         }
     }
 }
@@ -187,7 +208,9 @@ fn check_finite(e: &Embedding) -> Result<(), StageError> {
     if e.is_finite() {
         Ok(())
     } else {
-        Err(StageError::invalid_output("embedding holds NaN or infinite values"))
+        Err(StageError::invalid_output(
+            "embedding holds NaN or infinite values",
+        ))
     }
 }
 
@@ -212,7 +235,11 @@ impl<R: Retriever> Stage for Retrieve<R> {
     fn describe(&self) -> StageDescriptor {
         self.retriever.describe()
     }
-    async fn run(&self, input: EmbeddedQuery, ctx: &RequestContext) -> Result<Retrieved, StageError> {
+    async fn run(
+        &self,
+        input: EmbeddedQuery,
+        ctx: &RequestContext,
+    ) -> Result<Retrieved, StageError> {
         let mut documents = self.retriever.retrieve(&input, self.top_k, ctx).await?;
         documents.truncate(self.top_k);
         Ok(Retrieved {
@@ -230,7 +257,10 @@ impl<R: Retriever> Stage for Retrieve<R> {
 }
 
 fn annotate_documents(documents: &[ScoredDocument], a: &mut Annotations<'_>) {
-    a.attribute(KeyValue::new(spanline::OUTPUT_COUNT, documents.len() as i64));
+    a.attribute(KeyValue::new(
+        spanline::OUTPUT_COUNT,
+        documents.len() as i64,
+    ));
     a.content(gen_ai::RETRIEVAL_DOCUMENTS, || {
         let docs: Vec<_> = documents
             .iter()
@@ -251,7 +281,10 @@ pub struct Rerank<R> {
 impl<R: Reranker> Rerank<R> {
     /// Rerank and keep everything.
     pub fn new(reranker: R) -> Self {
-        Rerank { reranker, top_n: None }
+        Rerank {
+            reranker,
+            top_n: None,
+        }
     }
     /// Keep only the best `n` after reranking.
     pub fn top_n(mut self, n: usize) -> Self {
@@ -268,9 +301,14 @@ impl<R: Reranker> Stage for Rerank<R> {
         self.reranker.describe()
     }
     async fn run(&self, input: Retrieved, ctx: &RequestContext) -> Result<Retrieved, StageError> {
-        let mut documents = self.reranker.rerank(&input.query, input.documents, ctx).await?;
+        let mut documents = self
+            .reranker
+            .rerank(&input.query, input.documents, ctx)
+            .await?;
         if documents.iter().any(|d| !d.score.is_finite()) {
-            return Err(StageError::invalid_output("reranker produced a non-finite score"));
+            return Err(StageError::invalid_output(
+                "reranker produced a non-finite score",
+            ));
         }
         if let Some(n) = self.top_n {
             documents.truncate(n);
@@ -281,12 +319,18 @@ impl<R: Reranker> Stage for Rerank<R> {
         })
     }
     fn annotate_input(&self, input: &Retrieved, a: &mut Annotations<'_>) {
-        a.attribute(KeyValue::new(spanline::INPUT_COUNT, input.documents.len() as i64));
+        a.attribute(KeyValue::new(
+            spanline::INPUT_COUNT,
+            input.documents.len() as i64,
+        ));
     }
     fn annotate_output(&self, output: &Retrieved, a: &mut Annotations<'_>) {
         annotate_documents(&output.documents, a);
     }
 }
+
+/// A callback receiving each piece of generated text.
+pub type TokenSink = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// [`Generator`] as a stage: `GenerationRequest → Generation`. Consumes the
 /// token stream, measuring time to first token and time per output token
@@ -296,7 +340,7 @@ pub struct Generate<G> {
     generator: G,
     ttft: Histogram,
     tpot: Histogram,
-    sink: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+    sink: Option<TokenSink>,
 }
 
 impl<G> std::fmt::Debug for Generate<G> {
@@ -346,7 +390,11 @@ impl<G: Generator> Stage for Generate<G> {
     fn describe(&self) -> StageDescriptor {
         self.generator.describe()
     }
-    async fn run(&self, request: GenerationRequest, ctx: &RequestContext) -> Result<Generation, StageError> {
+    async fn run(
+        &self,
+        request: GenerationRequest,
+        ctx: &RequestContext,
+    ) -> Result<Generation, StageError> {
         let start = Instant::now();
         let context = request.context.clone();
         let mut stream = self.generator.generate_stream(request, ctx).await?;
@@ -371,11 +419,16 @@ impl<G: Generator> Stage for Generate<G> {
                     }
                     text.push_str(&piece);
                 }
-                Token::Done { usage, finish_reason } => {
+                Token::Done {
+                    usage,
+                    finish_reason,
+                } => {
                     let timings = GenerationTimings {
                         time_to_first_token: first.map(|f| (f - start).as_secs_f64()),
                         time_per_output_token: match first {
-                            Some(f) if pieces > 1 => Some((last - f).as_secs_f64() / (pieces - 1) as f64),
+                            Some(f) if pieces > 1 => {
+                                Some((last - f).as_secs_f64() / (pieces - 1) as f64)
+                            }
                             _ => None,
                         },
                     };
@@ -390,12 +443,20 @@ impl<G: Generator> Stage for Generate<G> {
                 }
             }
         }
-        Err(StageError::invalid_output("token stream ended without a final Done"))
+        Err(StageError::invalid_output(
+            "token stream ended without a final Done",
+        ))
     }
     fn annotate_input(&self, r: &GenerationRequest, a: &mut Annotations<'_>) {
         let p = &r.params;
-        a.attribute(KeyValue::new(gen_ai::REQUEST_MAX_TOKENS, i64::from(p.max_tokens)));
-        a.attribute(KeyValue::new(gen_ai::REQUEST_TEMPERATURE, f64::from(p.temperature)));
+        a.attribute(KeyValue::new(
+            gen_ai::REQUEST_MAX_TOKENS,
+            i64::from(p.max_tokens),
+        ));
+        a.attribute(KeyValue::new(
+            gen_ai::REQUEST_TEMPERATURE,
+            f64::from(p.temperature),
+        ));
         a.attribute(KeyValue::new(gen_ai::REQUEST_TOP_P, f64::from(p.top_p)));
         a.attribute(KeyValue::new(gen_ai::REQUEST_STREAM, true));
         if let Some(k) = p.top_k {
@@ -435,10 +496,17 @@ impl<G: Generator> Stage for Generate<G> {
 
 /// Build a [`TokenStream`] from finished text split into pieces (for
 /// generators that produce all at once).
-pub fn stream_pieces(pieces: Vec<String>, usage: TokenUsage, finish_reason: FinishReason) -> TokenStream {
+pub fn stream_pieces(
+    pieces: Vec<String>,
+    usage: TokenUsage,
+    finish_reason: FinishReason,
+) -> TokenStream {
     let items = pieces
         .into_iter()
         .map(|p| Ok(Token::Text(p)))
-        .chain(std::iter::once(Ok(Token::Done { usage, finish_reason })));
+        .chain(std::iter::once(Ok(Token::Done {
+            usage,
+            finish_reason,
+        })));
     Box::pin(futures_util::stream::iter(items))
 }

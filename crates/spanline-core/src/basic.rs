@@ -26,8 +26,8 @@ use crate::error::StageError;
 use crate::semconv::spanline;
 use crate::stage::{Stage, StageDescriptor, StageKind};
 use crate::types::{
-    Document, EmbeddedQuery, Embedding, FinishReason, GenerationRequest, Message, Query,
-    Retrieved, Role, SamplingParams, ScoredDocument, TokenStream, TokenUsage,
+    Document, EmbeddedQuery, Embedding, FinishReason, GenerationRequest, Message, Query, Retrieved,
+    Role, SamplingParams, ScoredDocument, TokenStream, TokenUsage,
 };
 
 /// Lowercased alphanumeric words of `text`.
@@ -69,7 +69,10 @@ impl Preprocessor for Normalizer {
         let mut text = String::with_capacity(query.text.len().min(self.max_chars * 4));
         let mut count = 0;
         let mut truncated = false;
-        for word in query.text.split(|c: char| c.is_whitespace() || c.is_control()) {
+        for word in query
+            .text
+            .split(|c: char| c.is_whitespace() || c.is_control())
+        {
             if word.is_empty() {
                 continue;
             }
@@ -157,7 +160,11 @@ impl Embedder for HashingEmbedder {
             .model(self.model.clone())
             .provider(PROVIDER)
     }
-    async fn embed(&self, texts: &[String], _: &RequestContext) -> Result<Vec<Embedding>, StageError> {
+    async fn embed(
+        &self,
+        texts: &[String],
+        _: &RequestContext,
+    ) -> Result<Vec<Embedding>, StageError> {
         Ok(texts.iter().map(|t| self.embed_text(t)).collect())
     }
 }
@@ -183,7 +190,10 @@ impl VectorIndex {
     }
 
     /// Index documents whose embeddings are already known.
-    pub fn from_embeddings(documents: Vec<Document>, embeddings: Vec<Embedding>) -> Result<Self, StageError> {
+    pub fn from_embeddings(
+        documents: Vec<Document>,
+        embeddings: Vec<Embedding>,
+    ) -> Result<Self, StageError> {
         if documents.len() != embeddings.len() {
             return Err(StageError::invalid_input(format!(
                 "{} documents but {} embeddings",
@@ -192,7 +202,9 @@ impl VectorIndex {
             )));
         }
         if let Some(first) = embeddings.first()
-            && embeddings.iter().any(|e| e.dim() != first.dim() || !e.is_finite())
+            && embeddings
+                .iter()
+                .any(|e| e.dim() != first.dim() || !e.is_finite())
         {
             return Err(StageError::invalid_input(
                 "embeddings differ in dimension or hold non-finite values",
@@ -331,7 +343,9 @@ impl Bm25Index {
             if !seen.insert(term.clone()) {
                 continue;
             }
-            let Some(list) = self.postings.get(&term) else { continue };
+            let Some(list) = self.postings.get(&term) else {
+                continue;
+            };
             let df = list.len() as f32;
             let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
             for &(doc, tf) in list {
@@ -349,7 +363,8 @@ impl Bm25Index {
 #[async_trait]
 impl Retriever for Bm25Index {
     fn describe(&self) -> StageDescriptor {
-        StageDescriptor::new("keyword-retrieval", StageKind::Retrieve).data_source(self.name.clone())
+        StageDescriptor::new("keyword-retrieval", StageKind::Retrieve)
+            .data_source(self.name.clone())
     }
     async fn retrieve(
         &self,
@@ -384,7 +399,11 @@ impl Reranker for KeywordReranker {
         for d in &mut documents {
             let doc_words: std::collections::HashSet<String> = words(&d.document.text).collect();
             let covered = terms.iter().filter(|t| doc_words.contains(*t)).count();
-            let prior = if d.score.is_finite() { d.score.tanh() } else { 0.0 };
+            let prior = if d.score.is_finite() {
+                d.score.tanh()
+            } else {
+                0.0
+            };
             d.score = covered as f32 / terms.len() as f32 + 1e-3 * prior;
         }
         documents.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -433,7 +452,11 @@ impl Stage for ReciprocalRankFusion {
     fn describe(&self) -> StageDescriptor {
         StageDescriptor::new("rank-fusion", StageKind::Custom)
     }
-    async fn run(&self, (a, b): (Retrieved, Retrieved), _: &RequestContext) -> Result<Retrieved, StageError> {
+    async fn run(
+        &self,
+        (a, b): (Retrieved, Retrieved),
+        _: &RequestContext,
+    ) -> Result<Retrieved, StageError> {
         let documents = self.fuse(&[&a.documents, &b.documents]);
         Ok(Retrieved {
             query: a.query,
@@ -453,7 +476,8 @@ pub struct PromptBuilder {
 impl Default for PromptBuilder {
     fn default() -> Self {
         PromptBuilder {
-            instructions: "Answer the question using only the context. Cite sources as [id].".into(),
+            instructions: "Answer the question using only the context. Cite sources as [id]."
+                .into(),
             params: SamplingParams::default(),
         }
     }
@@ -479,7 +503,11 @@ impl Stage for PromptBuilder {
     fn describe(&self) -> StageDescriptor {
         StageDescriptor::new("prompt", StageKind::Custom)
     }
-    async fn run(&self, input: Retrieved, _: &RequestContext) -> Result<GenerationRequest, StageError> {
+    async fn run(
+        &self,
+        input: Retrieved,
+        _: &RequestContext,
+    ) -> Result<GenerationRequest, StageError> {
         let mut system = self.instructions.clone();
         system.push_str("\n\nContext:\n");
         for d in &input.documents {
@@ -513,7 +541,9 @@ impl Default for ExtractiveGenerator {
 impl ExtractiveGenerator {
     /// Answer with at most `n` sentences.
     pub fn sentences(n: usize) -> Self {
-        ExtractiveGenerator { sentences: n.max(1) }
+        ExtractiveGenerator {
+            sentences: n.max(1),
+        }
     }
 }
 
@@ -545,7 +575,12 @@ impl Generator for ExtractiveGenerator {
                 }
                 let covered = words(s).filter(|w| terms.contains(w)).count();
                 if covered > 0 {
-                    candidates.push((candidates.len(), covered as f32, s.to_owned(), &d.document.id));
+                    candidates.push((
+                        candidates.len(),
+                        covered as f32,
+                        s.to_owned(),
+                        &d.document.id,
+                    ));
                 }
             }
         }
@@ -560,7 +595,11 @@ impl Generator for ExtractiveGenerator {
         if answer.is_empty() {
             answer.push_str("The context does not answer this question.");
         }
-        let input_tokens: u64 = request.messages.iter().map(|m| words(&m.content).count() as u64).sum();
+        let input_tokens: u64 = request
+            .messages
+            .iter()
+            .map(|m| words(&m.content).count() as u64)
+            .sum();
         let max = request.params.max_tokens as usize;
         let mut pieces: Vec<String> = Vec::new();
         let mut produced = String::new();
@@ -570,9 +609,18 @@ impl Generator for ExtractiveGenerator {
                 finish = FinishReason::Length;
                 break;
             }
-            let piece = if i == 0 { w.to_owned() } else { format!(" {w}") };
+            let piece = if i == 0 {
+                w.to_owned()
+            } else {
+                format!(" {w}")
+            };
             produced.push_str(&piece);
-            if let Some(stop) = request.params.stop.iter().find(|s| !s.is_empty() && produced.contains(s.as_str())) {
+            if let Some(stop) = request
+                .params
+                .stop
+                .iter()
+                .find(|s| !s.is_empty() && produced.contains(s.as_str()))
+            {
                 let cut = produced.find(stop.as_str()).unwrap_or(produced.len());
                 let already: usize = pieces.iter().map(String::len).sum();
                 if cut > already {
@@ -602,10 +650,16 @@ mod tests {
     #[tokio::test]
     async fn normalizer_cleans_tokenizes_and_bounds() {
         let n = Normalizer::max_chars(12);
-        let q = n.preprocess(Query::new("  Hello\tWORLD\u{7}  again "), &ctx()).await.unwrap();
+        let q = n
+            .preprocess(Query::new("  Hello\tWORLD\u{7}  again "), &ctx())
+            .await
+            .unwrap();
         assert_eq!(q.text, "hello world");
         assert_eq!(q.tokens, vec!["hello", "world"]);
-        let err = n.preprocess(Query::new(" \n\t "), &ctx()).await.unwrap_err();
+        let err = n
+            .preprocess(Query::new(" \n\t "), &ctx())
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::InvalidInput);
     }
 
@@ -624,7 +678,10 @@ mod tests {
     fn corpus() -> Vec<Document> {
         vec![
             Document::new("kafka", "Kafka headers carry traceparent. Queues add wait."),
-            Document::new("grpc", "gRPC metadata carries traceparent between services."),
+            Document::new(
+                "grpc",
+                "gRPC metadata carries traceparent between services.",
+            ),
             Document::new("fruit", "Bananas are yellow. Apples are red."),
         ]
     }
@@ -650,8 +707,14 @@ mod tests {
     #[test]
     fn rank_fusion_rewards_agreement() {
         let docs: Vec<Arc<Document>> = corpus().into_iter().map(Arc::new).collect();
-        let a = vec![ScoredDocument::new(docs[0].clone(), 0.9), ScoredDocument::new(docs[1].clone(), 0.5)];
-        let b = vec![ScoredDocument::new(docs[1].clone(), 3.0), ScoredDocument::new(docs[2].clone(), 1.0)];
+        let a = vec![
+            ScoredDocument::new(docs[0].clone(), 0.9),
+            ScoredDocument::new(docs[1].clone(), 0.5),
+        ];
+        let b = vec![
+            ScoredDocument::new(docs[1].clone(), 3.0),
+            ScoredDocument::new(docs[2].clone(), 1.0),
+        ];
         let fused = ReciprocalRankFusion::new(10).fuse(&[&a, &b]);
         assert_eq!(fused[0].document.id, "grpc", "found by both lists");
         assert_eq!(fused.len(), 3);
@@ -660,14 +723,25 @@ mod tests {
 
     #[tokio::test]
     async fn extractive_generator_cites_and_honours_limits() {
-        let docs: Vec<ScoredDocument> = corpus().into_iter().map(|d| ScoredDocument::new(d, 1.0)).collect();
+        let docs: Vec<ScoredDocument> = corpus()
+            .into_iter()
+            .map(|d| ScoredDocument::new(d, 1.0))
+            .collect();
         let mut request = GenerationRequest::user("What carries traceparent in Kafka?");
         request.context = docs;
         let g = crate::Generate::new(ExtractiveGenerator::default());
         let out = g.run(request.clone(), &ctx()).await.unwrap();
-        assert!(out.text.starts_with("Kafka headers carry traceparent. [kafka]"), "{}", out.text);
+        assert!(
+            out.text
+                .starts_with("Kafka headers carry traceparent. [kafka]"),
+            "{}",
+            out.text
+        );
         assert_eq!(out.finish_reason, FinishReason::Stop);
-        assert_eq!(out.usage.output_tokens as usize, out.text.split(' ').count());
+        assert_eq!(
+            out.usage.output_tokens as usize,
+            out.text.split(' ').count()
+        );
         assert!(out.timings.time_to_first_token.is_some());
 
         request.params.max_tokens = 3;

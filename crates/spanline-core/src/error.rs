@@ -101,7 +101,10 @@ impl StageError {
 
     /// The stage's own timeout of `after` elapsed.
     pub fn timeout(after: Duration) -> Self {
-        Self::new(ErrorKind::Timeout, format!("stage timed out after {after:?}"))
+        Self::new(
+            ErrorKind::Timeout,
+            format!("stage timed out after {after:?}"),
+        )
     }
     /// The request deadline passed.
     pub fn deadline_exceeded() -> Self {

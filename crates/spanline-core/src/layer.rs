@@ -114,6 +114,10 @@ impl Placement {
 
 /// A string attribute value that clones without allocating: static text
 /// stays static, owned text becomes reference-counted.
+#[allow(
+    clippy::ptr_arg,
+    reason = "borrowed vs owned is the point: static text stays static"
+)]
 pub(crate) fn shared(s: &Cow<'static, str>) -> Value {
     match s {
         Cow::Borrowed(b) => Value::from(*b),
@@ -493,7 +497,11 @@ impl<S: Stage, R> Instrumented<S, R> {
         &self.stage
     }
 
-    async fn run_bounded(&self, input: S::Input, ctx: &RequestContext) -> Result<S::Output, StageError> {
+    async fn run_bounded(
+        &self,
+        input: S::Input,
+        ctx: &RequestContext,
+    ) -> Result<S::Output, StageError> {
         let (limit, is_deadline) = match (self.timeout, ctx.remaining()) {
             (None, None) => return self.stage.run(input, ctx).await,
             (Some(t), None) => (t, false),
@@ -529,7 +537,11 @@ impl<S: Stage, R> Instrumented<S, R> {
         }
     }
 
-    async fn call_plain(&self, input: S::Input, ctx: &RequestContext) -> Result<S::Output, StageError>
+    async fn call_plain(
+        &self,
+        input: S::Input,
+        ctx: &RequestContext,
+    ) -> Result<S::Output, StageError>
     where
         R: Recovery<S::Input, S::Output>,
     {
@@ -590,8 +602,14 @@ impl<S: Stage, R> Instrumented<S, R> {
                 let usage = annotations.take_usage();
                 if recording {
                     if let Some(u) = usage {
-                        attrs.push(KeyValue::new(gen_ai::USAGE_INPUT_TOKENS, u.input_tokens as i64));
-                        attrs.push(KeyValue::new(gen_ai::USAGE_OUTPUT_TOKENS, u.output_tokens as i64));
+                        attrs.push(KeyValue::new(
+                            gen_ai::USAGE_INPUT_TOKENS,
+                            u.input_tokens as i64,
+                        ));
+                        attrs.push(KeyValue::new(
+                            gen_ai::USAGE_OUTPUT_TOKENS,
+                            u.output_tokens as i64,
+                        ));
                     }
                     if !attrs.is_empty() {
                         span.set_attributes(attrs);
@@ -613,7 +631,11 @@ impl<S: Stage, R> Instrumented<S, R> {
                         span.set_attribute(KeyValue::new(spanline::FALLBACK_ACTION, action));
                         span.set_attribute(KeyValue::new(
                             spanline::FALLBACK_REASON,
-                            if outcome == Outcome::Timeout { "timeout" } else { "error" },
+                            if outcome == Outcome::Timeout {
+                                "timeout"
+                            } else {
+                                "error"
+                            },
                         ));
                     }
                     span.end();

@@ -175,7 +175,11 @@ impl<S: Stage> IntoStep for Batch<S> {
 impl<S: Stage> Step for BatchStep<S> {
     type Input = Vec<S::Input>;
     type Output = Vec<S::Output>;
-    async fn call(&self, inputs: Vec<S::Input>, ctx: &RequestContext) -> Result<Vec<S::Output>, StageError> {
+    async fn call(
+        &self,
+        inputs: Vec<S::Input>,
+        ctx: &RequestContext,
+    ) -> Result<Vec<S::Output>, StageError> {
         let size = inputs.len() as i64;
         let concurrency = self.concurrency as i64;
         futures_util::stream::iter(inputs.into_iter().enumerate())
@@ -225,11 +229,12 @@ impl<S> PipelineBuilder<S> {
             fallback_for: None,
         }
     }
-    fn push<N>(self, steps: N) -> PipelineBuilder<N> {
+    /// Add one step: `f` turns the steps so far into the new chain.
+    fn advance<N>(self, f: impl FnOnce(S) -> N) -> PipelineBuilder<N> {
         PipelineBuilder {
             name: self.name,
             telemetry: self.telemetry,
-            steps,
+            steps: f(self.steps),
             next_index: self.next_index + 1,
         }
     }
@@ -246,27 +251,24 @@ impl PipelineBuilder<Start> {
     /// The first step.
     pub fn then<T: IntoStep>(self, step: T) -> PipelineBuilder<T::Step> {
         let built = step.into_step(&self.placement());
-        self.push(built)
+        self.advance(|_| built)
     }
 
     /// The first step is a parallel group over clones of the input.
     pub fn parallel<I, G: IntoParallel<I>>(self, group: G) -> PipelineBuilder<G::Step> {
         let built = group.into_parallel(&self.placement());
-        self.push(built)
+        self.advance(|_| built)
     }
 }
 
 impl<S: Step> PipelineBuilder<S> {
     /// The next step, fed by the previous one's output.
-    pub fn then<T: IntoStep<Input = S::Output>>(self, step: T) -> PipelineBuilder<Then<S, T::Step>> {
+    pub fn then<T: IntoStep<Input = S::Output>>(
+        self,
+        step: T,
+    ) -> PipelineBuilder<Then<S, T::Step>> {
         let second = step.into_step(&self.placement());
-        let PipelineBuilder { name, telemetry, steps, next_index } = self;
-        PipelineBuilder {
-            name,
-            telemetry,
-            steps: Then { first: steps, second },
-            next_index: next_index + 1,
-        }
+        self.chain(second)
     }
 
     /// A parallel group fed by clones of the previous output; outputs joined
@@ -277,19 +279,21 @@ impl<S: Step> PipelineBuilder<S> {
         G: IntoParallel<S::Output>,
     {
         let second = group.into_parallel(&self.placement());
-        let PipelineBuilder { name, telemetry, steps, next_index } = self;
-        PipelineBuilder {
-            name,
-            telemetry,
-            steps: Then { first: steps, second },
-            next_index: next_index + 1,
-        }
+        self.chain(second)
+    }
+
+    fn chain<N>(self, second: N) -> PipelineBuilder<Then<S, N>> {
+        self.advance(|first| Then { first, second })
     }
 
     /// Finish.
     pub fn build(self) -> Pipeline<S> {
         let root = self.telemetry.tracer().map(|_| RootTelemetry {
-            span_name: crate::layer::intern(format!("{} {}", gen_ai::op::INVOKE_WORKFLOW, self.name)),
+            span_name: crate::layer::intern(format!(
+                "{} {}",
+                gen_ai::op::INVOKE_WORKFLOW,
+                self.name
+            )),
             durations: Outcome::ALL.map(|o| {
                 metrics::histogram!(
                     metric::PIPELINE_DURATION,
@@ -368,7 +372,10 @@ impl<S: Step> Pipeline<S> {
                 KeyValue::new(spanline::PIPELINE_NAME, crate::layer::shared(&self.name)),
             ];
             if ctx.attributes().workflow().is_none() {
-                attrs.push(KeyValue::new(gen_ai::WORKFLOW_NAME, crate::layer::shared(&self.name)));
+                attrs.push(KeyValue::new(
+                    gen_ai::WORKFLOW_NAME,
+                    crate::layer::shared(&self.name),
+                ));
             }
             attrs.extend_from_slice(ctx.attributes().span_attributes());
             let builder = SpanBuilder::from_name(root.span_name.clone())

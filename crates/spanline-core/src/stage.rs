@@ -203,8 +203,11 @@ pub trait Stage: Send + Sync {
 
     /// Do the work. `ctx` holds this stage's span as its parent context:
     /// pass it on to anything that creates spans or crosses a boundary.
-    async fn run(&self, input: Self::Input, ctx: &RequestContext)
-    -> Result<Self::Output, StageError>;
+    async fn run(
+        &self,
+        input: Self::Input,
+        ctx: &RequestContext,
+    ) -> Result<Self::Output, StageError>;
 
     /// Describe the input on the span (called before `run`, only when the
     /// span is recorded).
@@ -260,7 +263,9 @@ pub struct FnStage<I, O, F> {
 
 impl<I, O, F> std::fmt::Debug for FnStage<I, O, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FnStage").field("descriptor", &self.descriptor).finish()
+        f.debug_struct("FnStage")
+            .field("descriptor", &self.descriptor)
+            .finish()
     }
 }
 

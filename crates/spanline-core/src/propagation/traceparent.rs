@@ -68,7 +68,11 @@ pub fn parse_traceparent(value: &str) -> Result<(TraceId, SpanId, TraceFlags), T
         return Err(TraceparentError::ZeroId);
     }
     let flags = u8::from_str_radix(flags, 16).map_err(|_| TraceparentError::NotLowercaseHex)?;
-    Ok((trace_id, span_id, TraceFlags::new(flags & TraceFlags::SAMPLED.to_u8())))
+    Ok((
+        trace_id,
+        span_id,
+        TraceFlags::new(flags & TraceFlags::SAMPLED.to_u8()),
+    ))
 }
 
 /// Format a span context as a version-00 `traceparent`.
@@ -120,15 +124,42 @@ mod tests {
     fn vectors() {
         use TraceparentError as E;
         let cases: &[(&str, E)] = &[
-            ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", E::ZeroId),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", E::ZeroId),
-            ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", E::NotLowercaseHex),
-            ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", E::InvalidVersion),
-            ("00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", E::Shape),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-", E::Shape),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-701", E::Shape),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g", E::NotLowercaseHex),
-            ("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01xyz", E::Shape),
+            (
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                E::ZeroId,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                E::ZeroId,
+            ),
+            (
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                E::NotLowercaseHex,
+            ),
+            (
+                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                E::InvalidVersion,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+                E::Shape,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+                E::Shape,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-701",
+                E::Shape,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+                E::NotLowercaseHex,
+            ),
+            (
+                "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01xyz",
+                E::Shape,
+            ),
             ("", E::Shape),
         ];
         for (input, want) in cases {
@@ -152,12 +183,18 @@ mod tests {
     #[test]
     fn tracestate_limits() {
         let ok: Vec<String> = (0..32).map(|i| format!("k{i}=v{i}")).collect();
-        assert_eq!(parse_tracestate(&ok.join(",")).unwrap().get("k31"), Some("v31"));
+        assert_eq!(
+            parse_tracestate(&ok.join(",")).unwrap().get("k31"),
+            Some("v31")
+        );
         let too_many: Vec<String> = (0..33).map(|i| format!("k{i}=v{i}")).collect();
         assert!(parse_tracestate(&too_many.join(",")).is_none());
         assert!(parse_tracestate("UPPER=x").is_none());
         assert!(parse_tracestate("novalue").is_none());
         assert!(parse_tracestate(&"a=b,".repeat(5000)).is_none());
-        assert_eq!(parse_tracestate("congo=t61rcWkgMzE").unwrap().get("congo"), Some("t61rcWkgMzE"));
+        assert_eq!(
+            parse_tracestate("congo=t61rcWkgMzE").unwrap().get("congo"),
+            Some("t61rcWkgMzE")
+        );
     }
 }
