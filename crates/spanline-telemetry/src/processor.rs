@@ -406,6 +406,13 @@ async fn worker_loop<E: SpanExporter>(
             span = spans.recv() => match span {
                 Some(span) => {
                     batch.push(span);
+                    // Take what else is queued without another select round.
+                    while batch.len() < config.max_export_batch_size {
+                        match spans.try_recv() {
+                            Ok(s) => batch.push(s),
+                            Err(_) => break,
+                        }
+                    }
                     if batch.len() >= config.max_export_batch_size {
                         let chunk = std::mem::take(&mut batch);
                         let _ = export_one(&exporter, chunk, config.export_timeout, &counters).await;

@@ -88,3 +88,36 @@ async fn otlp_grpc_inside_multi_thread_runtime() {
     let receiver = GrpcReceiver::start();
     run_and_check(&receiver);
 }
+
+#[test]
+fn console_and_otlp_run_side_by_side() {
+    let receiver = GrpcReceiver::start();
+    let buf = common::SharedBuf::default();
+    let env = [
+        ("OTEL_TRACES_EXPORTER", "otlp,console".to_owned()),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{}", receiver.addr),
+        ),
+        ("OTEL_METRICS_EXPORTER", "none".to_owned()),
+    ];
+    let guard = TelemetryBuilder::from_lookup(|k| {
+        env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+    })
+    .expect("config")
+    .console_writer(buf.clone())
+    .recorder(10)
+    .build()
+    .expect("build");
+    assert_eq!(
+        guard.exporters(),
+        vec![ExporterKind::Otlp, ExporterKind::Console]
+    );
+    let tracer = guard.tracer_provider().expect("enabled").tracer("t");
+    tracer.in_span("both", |_| {});
+    guard.force_flush().expect("flush");
+    assert!(receiver.received.wait_for_spans(1, Duration::from_secs(10)));
+    assert_eq!(buf.text().lines().count(), 1);
+    assert_eq!(guard.recorder().expect("recorder").len(), 1);
+    assert_eq!(guard.export_stats().exported, 2);
+}
