@@ -28,7 +28,7 @@ const MAX_LINE: usize = 256 << 20;
 /// The format of an input file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Format {
-    /// Detect from the first bytes: JSON text, else protobuf (a leading
+    /// Detect from the first bytes: printable text is JSON lines, else protobuf (a leading
     /// `0x0a` byte means one plain `TracesData`, anything else a stream of
     /// length-delimited messages).
     #[default]
@@ -173,7 +173,9 @@ fn detect<R: BufRead>(r: &mut R) -> io::Result<Format> {
         .iter()
         .all(|&b| b >= 0x20 || b == b'\n' || b == b'\r' || b == b'\t');
     let first_text = head.iter().find(|b| !b.is_ascii_whitespace());
-    if textual && matches!(first_text, Some(b'{') | None) {
+    // Printable text is JSON lines (even if broken: each bad line is then
+    // reported); protobuf always holds control bytes within its first fields.
+    if textual || first_text == Some(&b'{') {
         Ok(Format::JsonLines)
     } else if first == 0x0a {
         Ok(Format::OtlpProto)
