@@ -25,7 +25,9 @@ fn context() -> RequestContext {
         .session_id("thread-7")
         .build()
         .unwrap();
-    RequestContext::new().with_remote_parent(parent).with_attributes(attrs)
+    RequestContext::new()
+        .with_remote_parent(parent)
+        .with_attributes(attrs)
 }
 
 fn bench_carrier(c: &mut Criterion) {

@@ -14,10 +14,11 @@ use async_trait::async_trait;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{
+    BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+};
 use spanline_core::{
-    Pipeline, RequestContext, Stage, StageDescriptor, StageError, StageKind, Step,
-    Telemetry,
+    Pipeline, RequestContext, Stage, StageDescriptor, StageError, StageKind, Step, Telemetry,
 };
 
 const STAGES: usize = 8;
@@ -107,7 +108,13 @@ fn bench_overhead(c: &mut Criterion) {
     // ((v8 - bare8) - (v1 - bare1)) / 7; the intercept is the per-run root.
     let mut g = c.benchmark_group("pipeline_1_stage");
     g.bench_function("bare", |b| {
-        b.iter(|| stages[0].run(black_box(1u64), &ctx).now_or_never().unwrap().unwrap())
+        b.iter(|| {
+            stages[0]
+                .run(black_box(1u64), &ctx)
+                .now_or_never()
+                .unwrap()
+                .unwrap()
+        })
     });
     for (name, t) in &telemetry {
         let p = pipeline_1(t.clone());
