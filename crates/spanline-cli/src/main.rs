@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use spanline_critpath::{
-    Format, Loaded, Span, StatsBuilder, TraceReport, analyze_trace, group_by_trace, load_reader, render,
+    Format, Loaded, Span, StatsBuilder, TraceReport, analyze_trace, group_by_trace, load_reader,
+    render,
 };
 
 /// Critical-path analysis of spanline traces.
@@ -137,7 +138,7 @@ impl<R: Read> Read for Progress<R> {
         if self.enabled && self.last.elapsed() >= Duration::from_millis(150) {
             self.last = Instant::now();
             let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-            let pct = if self.total > 0 { self.read * 100 / self.total } else { 0 };
+            let pct = (self.read * 100).checked_div(self.total).unwrap_or(0);
             let mut err = std::io::stderr().lock();
             let _ = write!(
                 err,
@@ -172,7 +173,8 @@ fn load(path: &Path, format: Format) -> Result<Loaded> {
         last: Instant::now(),
         label: path.display().to_string(),
     };
-    let loaded = load_reader(reader, format).with_context(|| format!("cannot read {}", path.display()))?;
+    let loaded =
+        load_reader(reader, format).with_context(|| format!("cannot read {}", path.display()))?;
     let shown = loaded.diagnostics.len().min(20);
     for d in &loaded.diagnostics[..shown] {
         eprintln!("warning: {}: {}", path.display(), clean(&d.to_string()));
@@ -186,14 +188,20 @@ fn load(path: &Path, format: Format) -> Result<Loaded> {
             "nothing could be analysed: {} holds no readable spans ({} problem{} reported)",
             path.display(),
             loaded.diagnostics.len() as u64 + loaded.suppressed_diagnostics,
-            if loaded.diagnostics.len() == 1 { "" } else { "s" }
+            if loaded.diagnostics.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
         );
     }
     Ok(loaded)
 }
 
 fn clean(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Finds the group of the trace whose id is `id` or starts with `id`.
@@ -204,7 +212,10 @@ fn find_trace<'a>(groups: &'a [Vec<&'a Span>], id: &str) -> Result<&'a [&'a Span
     }
     let matches: Vec<&Vec<&Span>> = groups
         .iter()
-        .filter(|g| g.first().is_some_and(|s| s.trace_id.to_string().starts_with(&want)))
+        .filter(|g| {
+            g.first()
+                .is_some_and(|s| s.trace_id.to_string().starts_with(&want))
+        })
         .collect();
     match matches.as_slice() {
         [one] => Ok(one.as_slice()),
@@ -220,7 +231,10 @@ fn find_trace<'a>(groups: &'a [Vec<&'a Span>], id: &str) -> Result<&'a [&'a Span
                 some.join(", ")
             )
         }
-        many => bail!("trace id prefix {id} matches {} traces; give more digits", many.len()),
+        many => bail!(
+            "trace id prefix {id} matches {} traces; give more digits",
+            many.len()
+        ),
     }
 }
 
@@ -297,7 +311,12 @@ fn waterfall(path: &Path, output: &Path, trace: Option<&str>, format: Format) ->
     let mut b = StatsBuilder::new();
     let mut chosen: Option<TraceReport> = None;
     let wanted = match trace {
-        Some(id) => Some(find_trace(&groups, id)?.first().map(|s| s.trace_id).context("empty trace")?),
+        Some(id) => Some(
+            find_trace(&groups, id)?
+                .first()
+                .map(|s| s.trace_id)
+                .context("empty trace")?,
+        ),
         None => None,
     };
     for g in &groups {
@@ -305,7 +324,9 @@ fn waterfall(path: &Path, output: &Path, trace: Option<&str>, format: Format) ->
         b.add(&r);
         let take = match wanted {
             Some(id) => r.trace_id == id,
-            None => chosen.as_ref().is_none_or(|c| r.duration_ns > c.duration_ns),
+            None => chosen
+                .as_ref()
+                .is_none_or(|c| r.duration_ns > c.duration_ns),
         };
         if take {
             chosen = Some(r);

@@ -51,7 +51,13 @@ fn critpath_shows_the_slowest_trace_and_reports_the_bad_line() {
 #[test]
 fn critpath_json_for_a_chosen_trace() {
     let f = fixture();
-    let o = run(&["critpath", f.to_str().expect("utf-8"), "--trace", "0af765", "--json"]);
+    let o = run(&[
+        "critpath",
+        f.to_str().expect("utf-8"),
+        "--trace",
+        "0af765",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
     let names: Vec<&str> = v["segments"]
@@ -97,8 +103,16 @@ fn stats_on_otlp_json() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
     assert_eq!(v["traces"], 2);
     assert_eq!(v["spans"], 10);
-    let keys: Vec<&str> = v["rows"].as_array().expect("rows").iter().filter_map(|r| r["key"].as_str()).collect();
-    assert!(keys.contains(&"dense") && keys.contains(&"chat"), "{keys:?}");
+    let keys: Vec<&str> = v["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["key"].as_str())
+        .collect();
+    assert!(
+        keys.contains(&"dense") && keys.contains(&"chat"),
+        "{keys:?}"
+    );
     let o = run(&["stats", path.to_str().expect("utf-8")]);
     assert!(o.status.success());
     assert!(stdout(&o).contains("2 traces, 10 spans"), "{}", stdout(&o));
@@ -110,11 +124,20 @@ fn waterfall_from_protobuf() {
     let pb = tmp("traces.pb");
     std::fs::write(&pb, to_otlp_proto(&loaded.spans)).expect("write");
     let html = tmp("out.html");
-    let o = run(&["waterfall", pb.to_str().expect("utf-8"), "-o", html.to_str().expect("utf-8")]);
+    let o = run(&[
+        "waterfall",
+        pb.to_str().expect("utf-8"),
+        "-o",
+        html.to_str().expect("utf-8"),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let page = std::fs::read_to_string(&html).expect("page written");
     assert!(page.starts_with("<!DOCTYPE html>"));
-    assert_eq!(page.matches("<rect class=\"span").count(), 8, "the slowest trace has 8 spans");
+    assert_eq!(
+        page.matches("<rect class=\"span").count(),
+        8,
+        "the slowest trace has 8 spans"
+    );
     assert!(page.contains("class=\"summary\""));
     assert!(stderr(&o).contains("wrote"));
 }
@@ -127,7 +150,11 @@ fn truncated_protobuf_still_analysed() {
     std::fs::write(&pb, &bytes[..bytes.len() - 7]).expect("write");
     let o = run(&["critpath", pb.to_str().expect("utf-8")]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("protobuf input ends in the middle"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("protobuf input ends in the middle"),
+        "{}",
+        stderr(&o)
+    );
     assert!(stdout(&o).contains(PIPELINE));
     // sanity: the library agrees on what survives
     let again = load_reader(&bytes[..bytes.len() - 7], Format::Auto).expect("readable");
@@ -149,5 +176,9 @@ fn nothing_readable_is_a_failure() {
 fn missing_file_is_a_clear_error() {
     let o = run(&["critpath", "/nonexistent/spans.jsonl"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("cannot open /nonexistent/spans.jsonl"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot open /nonexistent/spans.jsonl"),
+        "{}",
+        stderr(&o)
+    );
 }

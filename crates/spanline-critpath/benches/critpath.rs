@@ -5,7 +5,9 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use spanline_critpath::semconv as sc;
 use spanline_critpath::{Span, SpanId, StatsBuilder, TraceId, analyze_trace, group_by_trace};
 
@@ -29,11 +31,20 @@ impl Gen {
     fn span(&mut self, parent: Option<SpanId>, name: &str, s: u64, e: u64) -> SpanId {
         self.next += 1;
         let id = SpanId(self.next);
-        self.spans.push(Span::new(self.trace, id, parent, name, s, e));
+        self.spans
+            .push(Span::new(self.trace, id, parent, name, s, e));
         id
     }
 
-    fn stage(&mut self, parent: SpanId, name: &str, stage: &str, step: i64, s: u64, e: u64) -> SpanId {
+    fn stage(
+        &mut self,
+        parent: SpanId,
+        name: &str,
+        stage: &str,
+        step: i64,
+        s: u64,
+        e: u64,
+    ) -> SpanId {
         let id = self.span(Some(parent), name, s, e);
         let deps: Vec<i64> = if step == 0 { vec![] } else { vec![step - 1] };
         let sp = self.spans.last_mut().expect("just pushed");
@@ -59,11 +70,23 @@ impl Gen {
         let mut c = t0 + 50 * US;
         let root = self.span(None, "invoke_workflow rag", t0, t0);
         let d = 200 + self.rand(300);
-        self.stage(root, "spanline.preprocess normalize", "normalize", 0, c, c + d * US);
+        self.stage(
+            root,
+            "spanline.preprocess normalize",
+            "normalize",
+            0,
+            c,
+            c + d * US,
+        );
         c += (d + 10) * US;
         let d = 1_000 + self.rand(2_000);
         let e = self.stage(root, "embeddings minilm", "embed", 1, c, c + d * US);
-        let h = self.span(Some(e), "spanline.worker.v1.StageWorker/Run", c + 20 * US, c + (d - 20) * US);
+        let h = self.span(
+            Some(e),
+            "spanline.worker.v1.StageWorker/Run",
+            c + 20 * US,
+            c + (d - 20) * US,
+        );
         self.attr(sc::SEGMENT_TYPE, "hop");
         self.span(Some(h), "StageWorker/Run", c + 60 * US, c + (d - 60) * US);
         c += (d + 10) * US;
@@ -86,18 +109,52 @@ impl Gen {
         self.attr(sc::FALLBACK_ACTION, "fallback");
         self.attr(sc::FALLBACK_REASON, "timeout");
         c += (d + 5) * US;
-        self.stage(root, "spanline.rerank identity", "identity", 4, c, c + 20 * US);
+        self.stage(
+            root,
+            "spanline.rerank identity",
+            "identity",
+            4,
+            c,
+            c + 20 * US,
+        );
         self.attr(sc::FALLBACK_FOR, "cross");
         c += 30 * US;
         let q = 100 + self.rand(3_000);
         let d = 5_000 + self.rand(20_000);
-        let g = self.stage(root, "chat smollm2", "generate", 5, c, c + (q + d + 200) * US);
-        let hop = self.span(Some(g), "send rag.generate", c + 10 * US, c + (q + d + 190) * US);
+        let g = self.stage(
+            root,
+            "chat smollm2",
+            "generate",
+            5,
+            c,
+            c + (q + d + 200) * US,
+        );
+        let hop = self.span(
+            Some(g),
+            "send rag.generate",
+            c + 10 * US,
+            c + (q + d + 190) * US,
+        );
         self.attr(sc::SEGMENT_TYPE, "hop");
-        self.span(Some(hop), "queue rag.generate", c + 20 * US, c + (20 + q) * US);
+        self.span(
+            Some(hop),
+            "queue rag.generate",
+            c + 20 * US,
+            c + (20 + q) * US,
+        );
         self.attr(sc::SEGMENT_TYPE, "queue");
-        let p = self.span(Some(hop), "process rag.generate", c + (20 + q) * US, c + (q + d + 100) * US);
-        self.span(Some(p), "generate smollm2", c + (30 + q) * US, c + (q + d + 90) * US);
+        let p = self.span(
+            Some(hop),
+            "process rag.generate",
+            c + (20 + q) * US,
+            c + (q + d + 100) * US,
+        );
+        self.span(
+            Some(p),
+            "generate smollm2",
+            c + (30 + q) * US,
+            c + (q + d + 90) * US,
+        );
         self.attr(sc::STAGE_NAME, "generate-remote");
         c += (q + d + 250) * US;
         if let Some(r) = self.spans.iter_mut().find(|s| s.span_id == root) {
@@ -138,9 +195,11 @@ fn bench(c: &mut Criterion) {
             group.warm_up_time(Duration::from_secs(1));
             group.measurement_time(Duration::from_secs(3));
         }
-        group.bench_with_input(BenchmarkId::new("baseline_group_by_trace", n), &spans, |b, spans| {
-            b.iter(|| black_box(group_by_trace(black_box(spans))).len())
-        });
+        group.bench_with_input(
+            BenchmarkId::new("baseline_group_by_trace", n),
+            &spans,
+            |b, spans| b.iter(|| black_box(group_by_trace(black_box(spans))).len()),
+        );
         group.bench_with_input(BenchmarkId::new("critical_path", n), &spans, |b, spans| {
             b.iter(|| {
                 let mut segments = 0usize;
@@ -152,17 +211,21 @@ fn bench(c: &mut Criterion) {
                 black_box(segments)
             })
         });
-        group.bench_with_input(BenchmarkId::new("critical_path_and_stats", n), &spans, |b, spans| {
-            b.iter(|| {
-                let mut stats = StatsBuilder::new();
-                for g in group_by_trace(black_box(spans)) {
-                    if let Some(r) = analyze_trace(&g) {
-                        stats.add(&r);
+        group.bench_with_input(
+            BenchmarkId::new("critical_path_and_stats", n),
+            &spans,
+            |b, spans| {
+                b.iter(|| {
+                    let mut stats = StatsBuilder::new();
+                    for g in group_by_trace(black_box(spans)) {
+                        if let Some(r) = analyze_trace(&g) {
+                            stats.add(&r);
+                        }
                     }
-                }
-                black_box(stats.finish())
-            })
-        });
+                    black_box(stats.finish())
+                })
+            },
+        );
     }
     group.finish();
 }

@@ -275,7 +275,9 @@ fn structure(span: &Span, deps_arena: &mut Vec<i64>) -> Structure {
             sc::STEP_DEPENDS_ON => {
                 let start = deps_arena.len() as u32;
                 match v {
-                    AttrValue::Array(a) => deps_arena.extend(a.iter().filter_map(AttrValue::as_i64)),
+                    AttrValue::Array(a) => {
+                        deps_arena.extend(a.iter().filter_map(AttrValue::as_i64))
+                    }
                     other => deps_arena.extend(other.as_i64()),
                 }
                 st.deps = (start, deps_arena.len() as u32 - start);
@@ -365,7 +367,10 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
             diags.push(Diagnostic::new(
                 DiagnosticKind::DuplicateSpanId,
                 loc(s),
-                format!("span id repeated (span {:?}); the later copy is ignored", s.name),
+                format!(
+                    "span id repeated (span {:?}); the later copy is ignored",
+                    s.name
+                ),
             ));
             continue;
         }
@@ -450,7 +455,9 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
 
     // 4. roots and reachability; break parent cycles
     let mut reached = vec![false; n];
-    let mut roots: Vec<u32> = (0..n as u32).filter(|&i| nodes[i as usize].parent == NONE).collect();
+    let mut roots: Vec<u32> = (0..n as u32)
+        .filter(|&i| nodes[i as usize].parent == NONE)
+        .collect();
     let mut cycle_roots: Vec<u32> = Vec::new();
     let mut stack: Vec<u32> = Vec::new();
     let mark = |root: u32, reached: &mut Vec<bool>, stack: &mut Vec<u32>, nodes: &Vec<Node<'_>>| {
@@ -460,7 +467,10 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
                 continue;
             }
             reached[x as usize] = true;
-            let (a, b) = (child_off[x as usize] as usize, child_off[x as usize + 1] as usize);
+            let (a, b) = (
+                child_off[x as usize] as usize,
+                child_off[x as usize + 1] as usize,
+            );
             for &c in &children[a..b] {
                 if nodes[c as usize].parent == x && !reached[c as usize] {
                     stack.push(c);
@@ -496,10 +506,17 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
                 cyc.push(y);
                 y = nodes[y as usize].parent;
             }
-            let Some(&brk) = cyc.iter().min_by_key(|&&c| (nodes[c as usize].span.start_ns, c)) else {
+            let Some(&brk) = cyc
+                .iter()
+                .min_by_key(|&&c| (nodes[c as usize].span.start_ns, c))
+            else {
                 continue;
             };
-            let names: Vec<String> = cyc.iter().take(6).map(|&c| format!("{:?}", &*nodes[c as usize].span.name)).collect();
+            let names: Vec<String> = cyc
+                .iter()
+                .take(6)
+                .map(|&c| format!("{:?}", &*nodes[c as usize].span.name))
+                .collect();
             diags.push(Diagnostic::new(
                 DiagnosticKind::ParentCycle,
                 loc(nodes[brk as usize].span),
@@ -564,7 +581,10 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
             diags.push(Diagnostic::new(
                 DiagnosticKind::EndBeforeStart,
                 loc(nd.span),
-                format!("span {:?} ends before it starts; its end is set to its start", &*nd.span.name),
+                format!(
+                    "span {:?} ends before it starts; its end is set to its start",
+                    &*nd.span.name
+                ),
             ));
             nd.end = nd.start;
         }
@@ -574,7 +594,10 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
         stack.push(r);
         while let Some(x) = stack.pop() {
             order.push(x);
-            let (a, b) = (child_off[x as usize] as usize, child_off[x as usize + 1] as usize);
+            let (a, b) = (
+                child_off[x as usize] as usize,
+                child_off[x as usize + 1] as usize,
+            );
             let (ps, pe) = (nodes[x as usize].start, nodes[x as usize].end);
             for &c in children[a..b].iter().rev() {
                 if nodes[c as usize].parent != x {
@@ -586,7 +609,10 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
                     diags.push(Diagnostic::new(
                         DiagnosticKind::EndBeforeStart,
                         loc(cn.span),
-                        format!("span {:?} ends before it starts; its end is set to its start", &*cn.span.name),
+                        format!(
+                            "span {:?} ends before it starts; its end is set to its start",
+                            &*cn.span.name
+                        ),
                     ));
                     re = rs;
                 }
@@ -659,7 +685,10 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
     let mut scratch = Scratch::default();
     let mut structured = false;
     for &x in &order {
-        let (a, b) = (child_off[x as usize] as usize, child_off[x as usize + 1] as usize);
+        let (a, b) = (
+            child_off[x as usize] as usize,
+            child_off[x as usize + 1] as usize,
+        );
         let kids: &[u32] = &children[a..b];
         let w = walk[x as usize];
         let (ps, pe) = (nodes[x as usize].start, nodes[x as usize].end);
@@ -673,7 +702,17 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
             emit(ps, win_end);
             continue;
         }
-        structured |= walk_children(x, kids, &pos, &nodes, &deps_arena, ps, win_end, &mut scratch, &mut emit);
+        structured |= walk_children(
+            x,
+            kids,
+            &pos,
+            &nodes,
+            &deps_arena,
+            ps,
+            win_end,
+            &mut scratch,
+            &mut emit,
+        );
         for (i, &c) in kids.iter().enumerate() {
             if nodes[c as usize].parent != x {
                 continue;
@@ -754,7 +793,11 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
             let p = nd.parent;
             SpanInfo {
                 span_id: nd.span.span_id,
-                parent_span_id: if p == NONE { None } else { Some(nodes[p as usize].span.span_id) },
+                parent_span_id: if p == NONE {
+                    None
+                } else {
+                    Some(nodes[p as usize].span.span_id)
+                },
                 name: nd.span.name.clone(),
                 stage: stage_name(x),
                 is_stage: nd.st.own_type == Some(SegmentType::Stage) && nd.st.stage.is_some(),
@@ -799,7 +842,11 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
     for c in &mut contributions {
         c.share = ratio(c.duration_ns, total);
     }
-    contributions.sort_by(|a, b| b.duration_ns.cmp(&a.duration_ns).then_with(|| a.key.cmp(&b.key)));
+    contributions.sort_by(|a, b| {
+        b.duration_ns
+            .cmp(&a.duration_ns)
+            .then_with(|| a.key.cmp(&b.key))
+    });
 
     let detached = roots[1..]
         .iter()
@@ -810,7 +857,9 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
                 span_id: nd.span.span_id,
                 name: nd.span.name.clone(),
                 missing_parent: nd.span.parent_span_id,
-                reason: if cycle_roots.contains(&r) || nd.span.parent_span_id == Some(nd.span.span_id) {
+                reason: if cycle_roots.contains(&r)
+                    || nd.span.parent_span_id == Some(nd.span.span_id)
+                {
                     DetachReason::ParentCycle
                 } else if orphan[r as usize] {
                     DetachReason::Orphan
@@ -1090,19 +1139,34 @@ fn walk_step(
     emit: &mut dyn FnMut(u64, u64),
 ) -> u64 {
     build_lanes(members, nodes, sc);
-    let is_batch = members.iter().any(|&c| nodes[c as usize].st.batch.is_some());
+    let is_batch = members
+        .iter()
+        .any(|&c| nodes[c as usize].st.batch.is_some());
     let lanes: Vec<(u64, u64, usize, usize)> = sc
         .lanes
         .iter()
         .map(|&(_, a, b)| {
-            let s = sc.lane_members[a..b].iter().map(|&c| nodes[c as usize].start).min().unwrap_or(0);
-            let e = sc.lane_members[a..b].iter().map(|&c| nodes[c as usize].end).max().unwrap_or(0);
+            let s = sc.lane_members[a..b]
+                .iter()
+                .map(|&c| nodes[c as usize].start)
+                .min()
+                .unwrap_or(0);
+            let e = sc.lane_members[a..b]
+                .iter()
+                .map(|&c| nodes[c as usize].end)
+                .max()
+                .unwrap_or(0);
             (s, e, a, b)
         })
         .collect();
     let lane_members = sc.lane_members.clone();
     let mut by_end: Vec<usize> = (0..lanes.len()).collect();
-    by_end.sort_by(|&a, &b| lanes[b].1.cmp(&lanes[a].1).then(lanes[a].0.cmp(&lanes[b].0)));
+    by_end.sort_by(|&a, &b| {
+        lanes[b]
+            .1
+            .cmp(&lanes[a].1)
+            .then(lanes[a].0.cmp(&lanes[b].0))
+    });
     let mut cursor = end;
     let mut on_lane = vec![false; lanes.len()];
     let mut first = true;
@@ -1161,7 +1225,13 @@ fn walk_step(
 }
 
 /// Slack for a sequence of members (ordered by start) that must all end by `lf`.
-fn chain_slack(ms: &[u32], nodes: &[Node<'_>], lf: u64, sc: &mut Scratch, pos_of: &dyn Fn(u32) -> usize) {
+fn chain_slack(
+    ms: &[u32],
+    nodes: &[Node<'_>],
+    lf: u64,
+    sc: &mut Scratch,
+    pos_of: &dyn Fn(u32) -> usize,
+) {
     let mut next: Option<(u64, u64)> = None;
     for &m in ms.iter().rev() {
         let nd = &nodes[m as usize];
@@ -1179,7 +1249,13 @@ fn chain_slack(ms: &[u32], nodes: &[Node<'_>], lf: u64, sc: &mut Scratch, pos_of
 }
 
 /// Slack for every member of a block off the path, which must end by `lf`.
-fn off_path_members(members: &[u32], nodes: &[Node<'_>], lf: u64, sc: &mut Scratch, pos_of: &dyn Fn(u32) -> usize) {
+fn off_path_members(
+    members: &[u32],
+    nodes: &[Node<'_>],
+    lf: u64,
+    sc: &mut Scratch,
+    pos_of: &dyn Fn(u32) -> usize,
+) {
     if members.len() == 1 {
         chain_slack(members, nodes, lf, sc, pos_of);
         return;

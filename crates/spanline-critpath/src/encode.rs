@@ -77,7 +77,10 @@ pub fn to_otlp_proto(spans: &[Span]) -> Vec<u8> {
                         .map(|s| pb::Span {
                             trace_id: s.trace_id.to_bytes().to_vec(),
                             span_id: s.span_id.to_bytes().to_vec(),
-                            parent_span_id: s.parent_span_id.map(|p| p.to_bytes().to_vec()).unwrap_or_default(),
+                            parent_span_id: s
+                                .parent_span_id
+                                .map(|p| p.to_bytes().to_vec())
+                                .unwrap_or_default(),
                             name: s.name.to_string(),
                             kind: s.kind.to_otlp(),
                             start_time_unix_nano: s.start_ns,
@@ -130,7 +133,9 @@ fn json_any(v: &AttrValue) -> Value {
         AttrValue::Int(i) => json!({ "intValue": i.to_string() }),
         AttrValue::Double(d) => json!({ "doubleValue": d }),
         AttrValue::Bool(b) => json!({ "boolValue": b }),
-        AttrValue::Array(a) => json!({ "arrayValue": { "values": a.iter().map(json_any).collect::<Vec<_>>() } }),
+        AttrValue::Array(a) => {
+            json!({ "arrayValue": { "values": a.iter().map(json_any).collect::<Vec<_>>() } })
+        }
     }
 }
 

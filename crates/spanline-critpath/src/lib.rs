@@ -44,12 +44,12 @@ pub mod render;
 pub mod semconv;
 pub mod stats;
 
+pub use analyze::{
+    Contribution, DetachReason, Detached, Segment, SegmentType, SpanInfo, TraceReport, analyze,
+    analyze_trace, group_by_trace,
+};
 pub use diag::{Diagnostic, DiagnosticKind, Location};
 pub use error::LoadError;
 pub use load::{Format, Loaded, load_each, load_file, load_reader};
 pub use model::{AttrValue, Attributes, Link, Span, SpanId, SpanKind, Status, StatusCode, TraceId};
-pub use analyze::{
-    Contribution, Detached, DetachReason, Segment, SegmentType, SpanInfo, TraceReport, analyze, analyze_trace,
-    group_by_trace,
-};
 pub use stats::{KeyStats, Percentiles, Stats, StatsBuilder, TailRow, TailView, stats};

@@ -143,6 +143,9 @@ struct Acc {
     seen: usize,
 }
 
+/// Per trace: duration, id, contributions as (key index, ns).
+type TraceEntry = (u64, TraceId, Vec<(usize, u64)>);
+
 /// Builds [`Stats`] from trace reports one at a time, so reports need not be
 /// kept.
 #[derive(Default)]
@@ -153,8 +156,7 @@ pub struct StatsBuilder {
     per_type: [u128; 4],
     spans: usize,
     diagnostics: usize,
-    /// (duration, trace, contributions as (key index, ns))
-    traces: Vec<(u64, TraceId, Vec<(usize, u64)>)>,
+    traces: Vec<TraceEntry>,
 }
 
 fn type_index(t: SegmentType) -> usize {
@@ -245,7 +247,13 @@ impl StatsBuilder {
     pub fn finish(mut self) -> Stats {
         let n = self.durations.len();
         let total_critical: u128 = self.per_type.iter().sum();
-        let share = |x: u128| if total_critical == 0 { 0.0 } else { x as f64 / total_critical as f64 };
+        let share = |x: u128| {
+            if total_critical == 0 {
+                0.0
+            } else {
+                x as f64 / total_critical as f64
+            }
+        };
         let mut rows: Vec<KeyStats> = self
             .accs
             .iter_mut()
@@ -259,7 +267,11 @@ impl StatsBuilder {
                 critical: Percentiles::of(&mut a.critical),
                 critical_share: share(a.total_critical),
                 dominates: a.dominates,
-                dominance: if n == 0 { 0.0 } else { a.dominates as f64 / n as f64 },
+                dominance: if n == 0 {
+                    0.0
+                } else {
+                    a.dominates as f64 / n as f64
+                },
             })
             .collect();
         rows.sort_by(|a, b| {
@@ -270,7 +282,8 @@ impl StatsBuilder {
         });
 
         // tail: the slowest 1% (at least one trace)
-        self.traces.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        self.traces
+            .sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         let k = n.div_ceil(100).min(n);
         let tail_traces = &self.traces[..k];
         let tail_total: u128 = tail_traces.iter().map(|t| u128::from(t.0)).sum();
@@ -290,11 +303,19 @@ impl StatsBuilder {
                 key: self.accs[i].key.clone(),
                 segment_type: self.accs[i].segment_type,
                 critical_ns: ns,
-                share: if tail_total == 0 { 0.0 } else { ns as f64 / tail_total as f64 },
+                share: if tail_total == 0 {
+                    0.0
+                } else {
+                    ns as f64 / tail_total as f64
+                },
                 dominates: dom,
             })
             .collect();
-        tail_rows.sort_by(|a, b| b.critical_ns.cmp(&a.critical_ns).then_with(|| a.key.cmp(&b.key)));
+        tail_rows.sort_by(|a, b| {
+            b.critical_ns
+                .cmp(&a.critical_ns)
+                .then_with(|| a.key.cmp(&b.key))
+        });
         let tail = TailView {
             threshold_ns: tail_traces.last().map_or(0, |t| t.0),
             traces: k,

@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
-use spanline_critpath::encode::{to_console_json_line, to_otlp_json_line, to_otlp_proto, to_otlp_proto_delimited};
+use spanline_critpath::encode::{
+    to_console_json_line, to_otlp_json_line, to_otlp_proto, to_otlp_proto_delimited,
+};
 use spanline_critpath::{DiagnosticKind, Format, Location, Span, analyze, load_reader};
 
 fn sample_path() -> Vec<(String, &'static str, u64)> {
@@ -21,7 +23,10 @@ fn norm(spans: &[Span]) -> Vec<Span> {
 }
 
 fn console(spans: &[Span]) -> String {
-    spans.iter().map(|s| to_console_json_line(s) + "\n").collect()
+    spans
+        .iter()
+        .map(|s| to_console_json_line(s) + "\n")
+        .collect()
 }
 
 #[test]
@@ -65,7 +70,12 @@ fn otlp_json_with_base64_ids_and_string_ints() {
     assert_eq!(s.span_id.to_string(), "b7ad6b7169203301");
     assert_eq!(s.kind, spanline_critpath::SpanKind::Server);
     assert_eq!(s.status.code, spanline_critpath::StatusCode::Error);
-    assert_eq!(s.attributes.get("spanline.step.index").and_then(|v| v.as_i64()), Some(3));
+    assert_eq!(
+        s.attributes
+            .get("spanline.step.index")
+            .and_then(|v| v.as_i64()),
+        Some(3)
+    );
     assert_eq!(s.service_name.as_deref(), Some("svc"));
 }
 
@@ -91,12 +101,19 @@ fn console_field_names_are_tolerant() {
 fn bad_json_line_is_reported_and_the_rest_analysed() {
     let t = sample_pipeline(1);
     let mut lines: Vec<String> = t.spans.iter().map(to_console_json_line).collect();
-    lines.insert(3, r#"{"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "#.to_owned());
+    lines.insert(
+        3,
+        r#"{"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "#.to_owned(),
+    );
     lines.insert(5, "[1, 2".to_owned());
     lines.insert(6, r#"{"trace_id":"zz","span_id":"0000000000000001","start_time_unix_nano":1,"end_time_unix_nano":2}"#.to_owned());
     let text = lines.join("\n");
     let loaded = load_reader(text.as_bytes(), Format::Auto).expect("readable");
-    let kinds: Vec<(DiagnosticKind, Location)> = loaded.diagnostics.iter().map(|d| (d.kind, d.location)).collect();
+    let kinds: Vec<(DiagnosticKind, Location)> = loaded
+        .diagnostics
+        .iter()
+        .map(|d| (d.kind, d.location))
+        .collect();
     assert_eq!(
         kinds,
         vec![
@@ -146,7 +163,11 @@ fn truncated_protobuf_keeps_every_complete_span() {
     for cut in [full.len() - 1, full.len() - 25, full.len() / 2] {
         let loaded = load_reader(&full[..cut], Format::OtlpProto).expect("readable");
         assert_eq!(
-            loaded.diagnostics.iter().filter(|d| d.kind == DiagnosticKind::TruncatedProtobuf).count(),
+            loaded
+                .diagnostics
+                .iter()
+                .filter(|d| d.kind == DiagnosticKind::TruncatedProtobuf)
+                .count(),
             1,
             "cut at {cut}: {:?}",
             loaded.diagnostics
@@ -161,8 +182,14 @@ fn truncated_protobuf_keeps_every_complete_span() {
     let r = &analyze(&loaded.spans)[0];
     assert_tiles(r);
     let p = path(r);
-    assert_eq!(p.last(), Some(&("invoke_workflow rag".to_owned(), "self", 15)));
-    assert_eq!(p[p.len() - 2], ("spanline.rerank identity".to_owned(), "stage", 4));
+    assert_eq!(
+        p.last(),
+        Some(&("invoke_workflow rag".to_owned(), "self", 15))
+    );
+    assert_eq!(
+        p[p.len() - 2],
+        ("spanline.rerank identity".to_owned(), "stage", 4)
+    );
 }
 
 #[test]
@@ -174,7 +201,10 @@ fn truncated_delimited_stream_keeps_earlier_messages() {
     bytes.extend_from_slice(&second[..second.len() / 3]);
     let loaded = load_reader(bytes.as_slice(), Format::OtlpProtoDelimited).expect("readable");
     assert_eq!(loaded.diagnostics.len(), 1, "{:?}", loaded.diagnostics);
-    assert_eq!(loaded.diagnostics[0].kind, DiagnosticKind::TruncatedProtobuf);
+    assert_eq!(
+        loaded.diagnostics[0].kind,
+        DiagnosticKind::TruncatedProtobuf
+    );
     assert!(loaded.spans.len() >= a.spans.len());
     assert_eq!(path(&analyze(&loaded.spans)[0]), sample_path());
 }
@@ -191,7 +221,12 @@ fn garbage_never_panics() {
                 seed as u8
             })
             .collect();
-        for f in [Format::Auto, Format::JsonLines, Format::OtlpProto, Format::OtlpProtoDelimited] {
+        for f in [
+            Format::Auto,
+            Format::JsonLines,
+            Format::OtlpProto,
+            Format::OtlpProtoDelimited,
+        ] {
             let loaded = load_reader(bytes.as_slice(), f).expect("reading memory cannot fail");
             let _ = analyze(&loaded.spans);
         }

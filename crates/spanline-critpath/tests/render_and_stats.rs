@@ -17,7 +17,12 @@ fn queued(n: u128, queue_ms: u64) -> Trace {
     t.attr(hop, sc::SEGMENT_TYPE, "hop");
     let q = t.span(Some(hop), "queue rag.retrieve", 10, 10 + queue_ms);
     t.attr(q, sc::SEGMENT_TYPE, "queue");
-    let p = t.span(Some(hop), "process rag.retrieve", 10 + queue_ms, 40 + queue_ms);
+    let p = t.span(
+        Some(hop),
+        "process rag.retrieve",
+        10 + queue_ms,
+        40 + queue_ms,
+    );
     let inner = t.span(Some(p), "retrieval docs", 10 + queue_ms, 40 + queue_ms);
     t.attr(inner, sc::STAGE_NAME, "docs");
     t
@@ -51,19 +56,38 @@ fn waterfall_svg_has_one_rect_per_span_and_marks_the_critical_ones() {
     let r = t.analyze();
     let svg = render::html::waterfall_svg(&r);
     assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
-    assert_eq!(count(&svg, "<rect "), r.spans.len(), "exactly one rect per span");
+    assert_eq!(
+        count(&svg, "<rect "),
+        r.spans.len(),
+        "exactly one rect per span"
+    );
     assert_eq!(count(&svg, "<rect class=\"span"), r.spans.len());
     let critical = r.spans.iter().filter(|s| s.on_path).count();
     assert_eq!(critical, r.spans.len() - 1, "all but bm25");
     let classes = rect_classes(&svg);
     assert!(classes.iter().all(|c| c.iter().any(|x| x == "span")));
-    assert_eq!(classes.iter().filter(|c| c.iter().any(|x| x == "critical")).count(), critical);
+    assert_eq!(
+        classes
+            .iter()
+            .filter(|c| c.iter().any(|x| x == "critical"))
+            .count(),
+        critical
+    );
     // every rect carries a tooltip
-    assert_eq!(count(&svg, "<title>"), r.spans.len() + count(&svg, "<line class=\"cp\""));
+    assert_eq!(
+        count(&svg, "<title>"),
+        r.spans.len() + count(&svg, "<line class=\"cp\"")
+    );
     assert_eq!(count(&svg, "<line class=\"cp\""), r.segments.len());
     // the bm25 bar is not critical
-    let bm25 = r.spans.iter().find(|s| &*s.name == "retrieval docs-bm25").expect("span");
-    let tag_start = svg.find(&format!("data-span-id=\"{}\"", bm25.span_id)).expect("bar");
+    let bm25 = r
+        .spans
+        .iter()
+        .find(|s| &*s.name == "retrieval docs-bm25")
+        .expect("span");
+    let tag_start = svg
+        .find(&format!("data-span-id=\"{}\"", bm25.span_id))
+        .expect("bar");
     let open = svg[..tag_start].rfind("<rect").expect("rect");
     assert!(!svg[open..tag_start].contains("critical"));
     // hostile names are escaped
@@ -80,7 +104,11 @@ fn queue_waits_are_shaded() {
     assert_eq!(count(&svg, "<rect "), r.spans.len());
     assert_eq!(count(&svg, "class=\"span queue critical\""), 1);
     assert!(svg.contains("id=\"queue-hatch\""));
-    assert_eq!(count(&svg, "class=\"span hop critical\""), 2, "hop and the consumer under it");
+    assert_eq!(
+        count(&svg, "class=\"span hop critical\""),
+        2,
+        "hop and the consumer under it"
+    );
 }
 
 #[test]
@@ -90,12 +118,22 @@ fn html_page_is_self_contained() {
     let page = render::html::page("t <1>", Some(&reports[0]), Some(&s));
     assert!(page.starts_with("<!DOCTYPE html>"));
     assert!(!page.contains("<script"), "no scripts");
-    assert!(!page.contains("http://") || page.matches("http://").all(|_| true) && page.contains("xmlns=\"http://www.w3.org/2000/svg\""));
+    assert!(
+        !page.contains("http://")
+            || page.matches("http://").all(|_| true)
+                && page.contains("xmlns=\"http://www.w3.org/2000/svg\"")
+    );
     assert!(!page.contains("src="), "no external resources");
     assert!(page.contains("t &lt;1&gt;"));
     let summary = render::html::summary_svg(&s);
-    assert_eq!(count(&summary, "<rect class=\"bar p50\""), s.rows.len().min(20));
-    assert_eq!(count(&summary, "<rect class=\"bar p99\""), s.rows.len().min(20));
+    assert_eq!(
+        count(&summary, "<rect class=\"bar p50\""),
+        s.rows.len().min(20)
+    );
+    assert_eq!(
+        count(&summary, "<rect class=\"bar p99\""),
+        s.rows.len().min(20)
+    );
 }
 
 #[test]
@@ -167,9 +205,16 @@ fn stats_across_traces_with_a_slow_tail() {
     assert_eq!(docs.duration.p50, 30 * MS);
     assert_eq!(docs.critical.p99, 30 * MS);
     assert_eq!(docs.dominates, 99);
-    let queue = s.rows.iter().find(|r| &*r.key == "queue rag.retrieve").expect("queue row");
+    let queue = s
+        .rows
+        .iter()
+        .find(|r| &*r.key == "queue rag.retrieve")
+        .expect("queue row");
     assert_eq!(queue.segment_type, SegmentType::Queue);
-    assert_eq!((queue.critical.p50, queue.critical.p99, queue.critical.max), (5 * MS, 5 * MS, 500 * MS));
+    assert_eq!(
+        (queue.critical.p50, queue.critical.p99, queue.critical.max),
+        (5 * MS, 5 * MS, 500 * MS)
+    );
     assert_eq!(queue.dominates, 1);
     // 99*5 + 500 ms of queue over 99*45 + 540 ms of total
     let expected = (99.0 * 5.0 + 500.0) / (99.0 * 45.0 + 540.0);

@@ -72,14 +72,19 @@ fn parallel_group_when_the_later_starting_branch_ends_last() {
     let a = t.stage(root, "a", "a", 0, 0, 30);
     let b = t.stage(root, "b", "b", 0, 5, 45);
     for (i, id) in [a, b].into_iter().enumerate() {
-        t.attr(id, sc::PARALLEL_GROUP, 0i64).attr(id, sc::PARALLEL_BRANCH, i as i64);
+        t.attr(id, sc::PARALLEL_GROUP, 0i64)
+            .attr(id, sc::PARALLEL_BRANCH, i as i64);
     }
     let r = t.analyze();
     assert_tiles(&r);
     // b is the critical branch; the 5 ms before it started is the pipeline's own time.
     assert_eq!(
         path(&r),
-        expect(&[("invoke_workflow p", "self", 5), ("b", "stage", 40), ("invoke_workflow p", "self", 5)])
+        expect(&[
+            ("invoke_workflow p", "self", 5),
+            ("b", "stage", 40),
+            ("invoke_workflow p", "self", 5)
+        ])
     );
     assert_eq!(slack_ms(&r, "a"), Some(15));
 }
@@ -112,7 +117,11 @@ fn batch_items_waiting_for_a_slot_are_chained() {
     assert_eq!(slack_ms(&r, "embed item1"), Some(15));
     assert_eq!(slack_ms(&r, "embed item3"), Some(10));
     // Both items are charged to the stage "embed".
-    let embed = r.contributions.iter().find(|c| &*c.key == "embed").expect("embed contributes");
+    let embed = r
+        .contributions
+        .iter()
+        .find(|c| &*c.key == "embed")
+        .expect("embed contributes");
     assert_eq!(embed.duration_ns, 30 * MS);
 }
 
@@ -122,9 +131,11 @@ fn fallback_puts_primary_and_fallback_on_the_path() {
     let root = t.span(None, "invoke_workflow rag", 0, 40);
     t.stage(root, "fuse", "fuse", 0, 0, 10);
     let k = t.stage(root, "spanline.rerank keyword", "keyword", 1, 10, 25);
-    t.attr(k, sc::FALLBACK_ACTION, "fallback").attr(k, sc::FALLBACK_REASON, "timeout");
+    t.attr(k, sc::FALLBACK_ACTION, "fallback")
+        .attr(k, sc::FALLBACK_REASON, "timeout");
     let f = t.stage(root, "spanline.rerank identity", "identity", 1, 26, 30);
-    t.attr(f, sc::FALLBACK_FOR, "keyword").attr(f, sc::STEP_DEPENDS_ON, vec![1i64]);
+    t.attr(f, sc::FALLBACK_FOR, "keyword")
+        .attr(f, sc::STEP_DEPENDS_ON, vec![1i64]);
     t.stage(root, "chat", "chat", 2, 30, 40);
     let r = t.analyze();
     assert_tiles(&r);
@@ -162,9 +173,11 @@ fn nested_remote_hops() {
     let root = t.span(None, "invoke_workflow rag", 0, 100);
     let retrieve = t.stage(root, "retrieval docs", "retrieve", 0, 10, 90);
     let hop1 = t.span(Some(retrieve), "spanline.worker.v1.StageWorker/Run", 12, 88);
-    t.attr(hop1, sc::SEGMENT_TYPE, "hop").kind(hop1, spanline_critpath::SpanKind::Client);
+    t.attr(hop1, sc::SEGMENT_TYPE, "hop")
+        .kind(hop1, spanline_critpath::SpanKind::Client);
     let server1 = t.span(Some(hop1), "StageWorker/Run server", 20, 80);
-    t.kind(server1, spanline_critpath::SpanKind::Server).service(server1, "worker");
+    t.kind(server1, spanline_critpath::SpanKind::Server)
+        .service(server1, "worker");
     let inner = t.span(Some(server1), "retrieval index", 25, 75);
     t.attr(inner, sc::STAGE_NAME, "index");
     let hop2 = t.span(Some(inner), "Index/Search", 30, 70);
@@ -197,8 +210,15 @@ fn nested_remote_hops() {
         .iter()
         .find(|c| &*c.key == "Index/Search")
         .expect("inner hop contributes");
-    assert_eq!((hop.segment_type, hop.duration_ns), (SegmentType::Hop, 40 * MS));
-    let seg = r.segments.iter().find(|s| &*s.span_name == "Index/Search server").expect("segment");
+    assert_eq!(
+        (hop.segment_type, hop.duration_ns),
+        (SegmentType::Hop, 40 * MS)
+    );
+    let seg = r
+        .segments
+        .iter()
+        .find(|s| &*s.span_name == "Index/Search server")
+        .expect("segment");
     assert_eq!(seg.stage.as_deref(), Some("index"));
 }
 
@@ -208,11 +228,13 @@ fn kafka_request_reply_queue_wait_goes_to_the_queue() {
     let root = t.span(None, "invoke_workflow rag", 0, 110);
     let stage = t.stage(root, "retrieval docs", "retrieve", 0, 10, 100);
     let hop = t.span(Some(stage), "send rag.retrieve", 11, 99);
-    t.attr(hop, sc::SEGMENT_TYPE, "hop").kind(hop, spanline_critpath::SpanKind::Producer);
+    t.attr(hop, sc::SEGMENT_TYPE, "hop")
+        .kind(hop, spanline_critpath::SpanKind::Producer);
     let q = t.span(Some(hop), "queue rag.retrieve", 12, 30);
     t.attr(q, sc::SEGMENT_TYPE, "queue");
     let process = t.span(Some(hop), "process rag.retrieve", 30, 80);
-    t.kind(process, spanline_critpath::SpanKind::Consumer).service(process, "worker");
+    t.kind(process, spanline_critpath::SpanKind::Consumer)
+        .service(process, "worker");
     let remote = t.span(Some(process), "retrieval docs-dense", 32, 78);
     t.attr(remote, sc::STAGE_NAME, "dense");
     let reply = t.span(Some(hop), "queue rag.retrieve.reply", 80, 95);
@@ -236,9 +258,17 @@ fn kafka_request_reply_queue_wait_goes_to_the_queue() {
         ])
     );
     assert_eq!(r.queue_ns(), 33 * MS);
-    for s in r.segments.iter().filter(|s| s.segment_type == SegmentType::Queue) {
+    for s in r
+        .segments
+        .iter()
+        .filter(|s| s.segment_type == SegmentType::Queue)
+    {
         assert_eq!(s.stage, None, "queue time is never attributed to a stage");
     }
-    let retrieve = r.contributions.iter().find(|c| &*c.key == "retrieve").expect("stage");
+    let retrieve = r
+        .contributions
+        .iter()
+        .find(|c| &*c.key == "retrieve")
+        .expect("stage");
     assert_eq!(retrieve.duration_ns, 2 * MS);
 }

@@ -76,9 +76,17 @@ fn child_entirely_after_its_parent_is_clamped_off_the_path() {
     assert_tiles(&r);
     assert_eq!(
         path(&r),
-        expect(&[("request", "self", 1), ("send jobs", "self", 2), ("request", "self", 47)])
+        expect(&[
+            ("request", "self", 1),
+            ("send jobs", "self", 2),
+            ("request", "self", 47)
+        ])
     );
-    assert!(r.diagnostics.iter().any(|d| d.kind == DiagnosticKind::ClockSkew));
+    assert!(
+        r.diagnostics
+            .iter()
+            .any(|d| d.kind == DiagnosticKind::ClockSkew)
+    );
 }
 
 #[test]
@@ -101,10 +109,21 @@ fn skewed_clocks_are_clamped_to_the_parent() {
             ("B inner", "self", 30),
         ])
     );
-    let skews = r.diagnostics.iter().filter(|d| d.kind == DiagnosticKind::ClockSkew).count();
+    let skews = r
+        .diagnostics
+        .iter()
+        .filter(|d| d.kind == DiagnosticKind::ClockSkew)
+        .count();
     assert_eq!(skews, 3, "{:#?}", r.diagnostics);
-    let b_info = r.spans.iter().find(|s| &*s.name == "server B").expect("span");
-    assert_eq!((b_info.start_ns, b_info.end_ns), (T0 + 70 * MS, T0 + 110 * MS));
+    let b_info = r
+        .spans
+        .iter()
+        .find(|s| &*s.name == "server B")
+        .expect("span");
+    assert_eq!(
+        (b_info.start_ns, b_info.end_ns),
+        (T0 + 70 * MS, T0 + 110 * MS)
+    );
     assert_eq!(b_info.raw_end_ns, T0 + 120 * MS);
 }
 
@@ -117,13 +136,28 @@ fn orphans_root_their_own_subtree_and_are_reported() {
     t.span(Some(late), "late child", 25, 30);
     let r = t.analyze();
     assert_tiles(&r);
-    assert_eq!(path(&r), expect(&[("root", "self", 10), ("a", "self", 40), ("root", "self", 50)]));
+    assert_eq!(
+        path(&r),
+        expect(&[
+            ("root", "self", 10),
+            ("a", "self", 40),
+            ("root", "self", 50)
+        ])
+    );
     assert_eq!(r.detached.len(), 1);
     let d = &r.detached[0];
     assert_eq!((d.reason, &*d.name), (DetachReason::Orphan, "late"));
-    let dp: Vec<(&str, u64)> = d.segments.iter().map(|s| (&*s.span_name, s.duration_ns / MS)).collect();
+    let dp: Vec<(&str, u64)> = d
+        .segments
+        .iter()
+        .map(|s| (&*s.span_name, s.duration_ns / MS))
+        .collect();
     assert_eq!(dp, vec![("late", 5), ("late child", 5), ("late", 10)]);
-    assert!(r.diagnostics.iter().any(|d| d.kind == DiagnosticKind::Orphan && d.message.contains("000000000000dead")));
+    assert!(
+        r.diagnostics
+            .iter()
+            .any(|d| d.kind == DiagnosticKind::Orphan && d.message.contains("000000000000dead"))
+    );
 }
 
 #[test]
@@ -136,8 +170,19 @@ fn trace_without_root_uses_the_longest_orphan() {
     let r = t.analyze();
     assert_tiles(&r);
     assert_eq!(&*r.root_name, "long");
-    assert_eq!(path(&r), expect(&[("long", "self", 5), ("child", "self", 10), ("long", "self", 30)]));
-    assert!(r.diagnostics.iter().any(|d| d.kind == DiagnosticKind::NoRoot));
+    assert_eq!(
+        path(&r),
+        expect(&[
+            ("long", "self", 5),
+            ("child", "self", 10),
+            ("long", "self", 30)
+        ])
+    );
+    assert!(
+        r.diagnostics
+            .iter()
+            .any(|d| d.kind == DiagnosticKind::NoRoot)
+    );
 }
 
 #[test]
@@ -154,13 +199,32 @@ fn parent_cycle_is_broken_and_never_loops() {
     let r = t.analyze();
     assert_tiles(&r);
     assert_eq!(path(&r), expect(&[("ok", "self", 100)]));
-    let cycles = r.diagnostics.iter().filter(|d| d.kind == DiagnosticKind::ParentCycle).count();
+    let cycles = r
+        .diagnostics
+        .iter()
+        .filter(|d| d.kind == DiagnosticKind::ParentCycle)
+        .count();
     assert_eq!(cycles, 2, "{:#?}", r.diagnostics);
-    let d = r.detached.iter().find(|d| &*d.name == "A").expect("cycle broken at A (earliest start)");
+    let d = r
+        .detached
+        .iter()
+        .find(|d| &*d.name == "A")
+        .expect("cycle broken at A (earliest start)");
     assert_eq!(d.reason, DetachReason::ParentCycle);
-    let dp: Vec<(&str, u64)> = d.segments.iter().map(|s| (&*s.span_name, s.duration_ns / MS)).collect();
-    assert_eq!(dp, vec![("A", 10), ("B", 5), ("C", 5), ("B", 10), ("A", 10)]);
-    assert!(r.detached.iter().any(|d| &*d.name == "S" && d.reason == DetachReason::ParentCycle));
+    let dp: Vec<(&str, u64)> = d
+        .segments
+        .iter()
+        .map(|s| (&*s.span_name, s.duration_ns / MS))
+        .collect();
+    assert_eq!(
+        dp,
+        vec![("A", 10), ("B", 5), ("C", 5), ("B", 10), ("A", 10)]
+    );
+    assert!(
+        r.detached
+            .iter()
+            .any(|d| &*d.name == "S" && d.reason == DetachReason::ParentCycle)
+    );
     assert_eq!(r.spans.len(), 6);
 }
 
@@ -173,7 +237,11 @@ fn end_before_start_is_repaired_and_reported() {
     let r = t.analyze();
     assert_tiles(&r);
     assert_eq!(path(&r), expect(&[("root", "self", 10)]));
-    assert!(r.diagnostics.iter().any(|d| d.kind == DiagnosticKind::EndBeforeStart));
+    assert!(
+        r.diagnostics
+            .iter()
+            .any(|d| d.kind == DiagnosticKind::EndBeforeStart)
+    );
 }
 
 #[test]
@@ -185,7 +253,11 @@ fn duplicate_span_ids_keep_the_first() {
     t.spans.push(dup);
     let r = t.analyze();
     assert_eq!(r.spans.len(), 2);
-    assert!(r.diagnostics.iter().any(|d| d.kind == DiagnosticKind::DuplicateSpanId));
+    assert!(
+        r.diagnostics
+            .iter()
+            .any(|d| d.kind == DiagnosticKind::DuplicateSpanId)
+    );
 }
 
 #[test]

@@ -7,7 +7,9 @@ use serde_json::{Map, Value};
 
 use super::{LineRead, Sink, read_line_capped};
 use crate::diag::{DiagnosticKind, Location};
-use crate::model::{AttrValue, Attributes, Link, Span, SpanId, SpanKind, Status, StatusCode, TraceId};
+use crate::model::{
+    AttrValue, Attributes, Link, Span, SpanId, SpanKind, Status, StatusCode, TraceId,
+};
 
 type Obj = Map<String, Value>;
 
@@ -37,7 +39,11 @@ pub(super) fn read_lines<R: BufRead>(r: &mut R, sink: &mut Sink<'_>, max: usize)
         let value: Value = match serde_json::from_slice(text) {
             Ok(v) => v,
             Err(e) => {
-                sink.diag(DiagnosticKind::BadJson, loc, format!("invalid JSON ({e}); line skipped"));
+                sink.diag(
+                    DiagnosticKind::BadJson,
+                    loc,
+                    format!("invalid JSON ({e}); line skipped"),
+                );
                 continue;
             }
         };
@@ -47,7 +53,11 @@ pub(super) fn read_lines<R: BufRead>(r: &mut R, sink: &mut Sink<'_>, max: usize)
                 for item in items {
                     match item {
                         Value::Object(obj) => object(obj, sink, loc),
-                        _ => sink.diag(DiagnosticKind::BadSpan, loc, "array element is not an object; skipped"),
+                        _ => sink.diag(
+                            DiagnosticKind::BadSpan,
+                            loc,
+                            "array element is not an object; skipped",
+                        ),
                     }
                 }
             }
@@ -70,14 +80,17 @@ fn object(obj: Obj, sink: &mut Sink<'_>, loc: Location) {
 
 /// The first present field among `names`.
 fn field<'a>(obj: &'a Obj, names: &[&str]) -> Option<&'a Value> {
-    names.iter().find_map(|n| obj.get(*n)).filter(|v| !v.is_null())
+    names
+        .iter()
+        .find_map(|n| obj.get(*n))
+        .filter(|v| !v.is_null())
 }
 
 fn str_field<'a>(obj: &'a Obj, names: &[&str]) -> Option<&'a str> {
     field(obj, names).and_then(Value::as_str)
 }
 
-fn array<'a>(v: Option<&'a Value>) -> &'a [Value] {
+fn array(v: Option<&Value>) -> &[Value] {
     v.and_then(Value::as_array).map_or(&[], Vec::as_slice)
 }
 
@@ -120,14 +133,19 @@ pub(super) fn span_id(s: &str) -> Option<SpanId> {
 
 fn time(v: &Value) -> Option<u64> {
     match v {
-        Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.is_finite()).map(|f| f as u64)),
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| *f >= 0.0 && f.is_finite())
+                .map(|f| f as u64)
+        }),
         Value::String(s) => {
             let s = s.trim();
-            s.parse::<u64>()
-                .ok()
-                .or_else(|| s.parse::<f64>().ok().filter(|f| *f >= 0.0 && f.is_finite()).map(|f| f as u64))
+            s.parse::<u64>().ok().or_else(|| {
+                s.parse::<f64>()
+                    .ok()
+                    .filter(|f| *f >= 0.0 && f.is_finite())
+                    .map(|f| f as u64)
+            })
         }
         _ => None,
     }
@@ -171,7 +189,9 @@ fn status(v: Option<&Value>) -> Status {
         None => Status::default(),
         Some(Value::Object(o)) => {
             if let Some(c) = field(o, &["code", "status_code", "statusCode"]) {
-                let message = str_field(o, &["message", "description"]).unwrap_or("").to_owned();
+                let message = str_field(o, &["message", "description"])
+                    .unwrap_or("")
+                    .to_owned();
                 return Status {
                     code: status_code(c),
                     message,
@@ -278,7 +298,10 @@ fn attributes(v: Option<&Value>, sink: &mut Sink<'_>) -> Attributes {
                 if let Some(o) = item.as_object()
                     && let Some(k) = str_field(o, &["key", "Key"])
                 {
-                    let val = o.get("value").or_else(|| o.get("Value")).unwrap_or(&Value::Null);
+                    let val = o
+                        .get("value")
+                        .or_else(|| o.get("Value"))
+                        .unwrap_or(&Value::Null);
                     let val = value(val, sink);
                     out.0.push((sink.intern(k), val));
                 }
@@ -322,14 +345,27 @@ fn otlp_request(rs: &Value, sink: &mut Sink<'_>, loc: Location) {
             .get("resource")
             .and_then(Value::as_object)
             .map(|res| attributes(res.get("attributes"), sink))
-            .and_then(|a| a.get(crate::semconv::SERVICE_NAME).and_then(AttrValue::as_str).map(Arc::from));
-        let scopes = field(r, &["scopeSpans", "scope_spans", "instrumentationLibrarySpans"]);
+            .and_then(|a| {
+                a.get(crate::semconv::SERVICE_NAME)
+                    .and_then(AttrValue::as_str)
+                    .map(Arc::from)
+            });
+        let scopes = field(
+            r,
+            &["scopeSpans", "scope_spans", "instrumentationLibrarySpans"],
+        );
         for scope in array(scopes) {
-            let Some(scope) = scope.as_object() else { continue };
+            let Some(scope) = scope.as_object() else {
+                continue;
+            };
             for s in array(scope.get("spans")) {
                 match s.as_object() {
                     Some(o) => span(o, service.clone(), sink, loc),
-                    None => sink.diag(DiagnosticKind::BadSpan, loc, "span is not a JSON object; skipped"),
+                    None => sink.diag(
+                        DiagnosticKind::BadSpan,
+                        loc,
+                        "span is not a JSON object; skipped",
+                    ),
                 }
             }
         }
@@ -342,7 +378,10 @@ fn console_span(o: &Obj, sink: &mut Sink<'_>, loc: Location) {
         .or_else(|| {
             let res = o.get("resource")?;
             let attrs = attributes(res.get("attributes").or(Some(res)), sink);
-            attrs.get(crate::semconv::SERVICE_NAME).and_then(AttrValue::as_str).map(Arc::from)
+            attrs
+                .get(crate::semconv::SERVICE_NAME)
+                .and_then(AttrValue::as_str)
+                .map(Arc::from)
         });
     span(o, service, sink, loc);
 }
@@ -368,7 +407,15 @@ fn span(o: &Obj, service: Option<Arc<str>>, sink: &mut Sink<'_>, loc: Location) 
         );
         return;
     };
-    let parent_span_id = match str_field(o, &["parentSpanId", "parent_span_id", "parent_id", "parentSpanID"]) {
+    let parent_span_id = match str_field(
+        o,
+        &[
+            "parentSpanId",
+            "parent_span_id",
+            "parent_id",
+            "parentSpanID",
+        ],
+    ) {
         None => None,
         Some(p) if p.trim().is_empty() => None,
         Some(p) => match self::span_id(p) {
@@ -384,8 +431,26 @@ fn span(o: &Obj, service: Option<Arc<str>>, sink: &mut Sink<'_>, loc: Location) 
             }
         },
     };
-    let start = field(o, &["startTimeUnixNano", "start_time_unix_nano", "start_time_ns", "start_ns"]).and_then(time);
-    let end = field(o, &["endTimeUnixNano", "end_time_unix_nano", "end_time_ns", "end_ns"]).and_then(time);
+    let start = field(
+        o,
+        &[
+            "startTimeUnixNano",
+            "start_time_unix_nano",
+            "start_time_ns",
+            "start_ns",
+        ],
+    )
+    .and_then(time);
+    let end = field(
+        o,
+        &[
+            "endTimeUnixNano",
+            "end_time_unix_nano",
+            "end_time_ns",
+            "end_ns",
+        ],
+    )
+    .and_then(time);
     let (Some(start_ns), Some(end_ns)) = (start, end) else {
         sink.diag(
             DiagnosticKind::BadSpan,

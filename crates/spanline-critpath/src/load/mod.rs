@@ -77,9 +77,15 @@ impl<'f> Sink<'f> {
         (self.on_span)(span);
     }
 
-    pub(crate) fn diag(&mut self, kind: DiagnosticKind, location: Location, message: impl Into<String>) {
+    pub(crate) fn diag(
+        &mut self,
+        kind: DiagnosticKind,
+        location: Location,
+        message: impl Into<String>,
+    ) {
         if self.diagnostics.len() < MAX_DIAGNOSTICS {
-            self.diagnostics.push(Diagnostic::new(kind, location, message));
+            self.diagnostics
+                .push(Diagnostic::new(kind, location, message));
         } else {
             self.suppressed += 1;
         }
@@ -226,7 +232,11 @@ fn read_line_capped<R: BufRead>(r: &mut R, buf: &mut Vec<u8>, max: usize) -> io:
         }
         r.consume(if done { take + 1 } else { take });
         if done {
-            return Ok(if too_long { LineRead::TooLong } else { LineRead::Line });
+            return Ok(if too_long {
+                LineRead::TooLong
+            } else {
+                LineRead::Line
+            });
         }
     }
 }

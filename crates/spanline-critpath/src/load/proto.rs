@@ -89,6 +89,7 @@ pub(crate) mod pb {
         pub(crate) value: Option<any_value::Value>,
     }
     pub(crate) mod any_value {
+        #[allow(clippy::enum_variant_names)] // names as in the OTLP proto
         #[derive(Clone, PartialEq, prost::Oneof)]
         pub(crate) enum Value {
             #[prost(string, tag = "1")]
@@ -315,7 +316,11 @@ impl ProtoDecoder<'_, '_> {
             self.sink.diag(
                 DiagnosticKind::BadSpan,
                 Location::Byte(offset),
-                format!("span {:?} has a trace id of {} bytes (want 16); skipped", s.name, s.trace_id.len()),
+                format!(
+                    "span {:?} has a trace id of {} bytes (want 16); skipped",
+                    s.name,
+                    s.trace_id.len()
+                ),
             );
             return;
         };
@@ -323,7 +328,11 @@ impl ProtoDecoder<'_, '_> {
             self.sink.diag(
                 DiagnosticKind::BadSpan,
                 Location::Byte(offset),
-                format!("span {:?} has a span id of {} bytes (want 8); skipped", s.name, s.span_id.len()),
+                format!(
+                    "span {:?} has a span id of {} bytes (want 8); skipped",
+                    s.name,
+                    s.span_id.len()
+                ),
             );
             return;
         };
@@ -335,7 +344,10 @@ impl ProtoDecoder<'_, '_> {
         }
         let mut links = Vec::with_capacity(s.links.len());
         for l in s.links {
-            if let (Some(t), Some(sp)) = (TraceId::from_bytes(&l.trace_id), SpanId::from_bytes(&l.span_id)) {
+            if let (Some(t), Some(sp)) = (
+                TraceId::from_bytes(&l.trace_id),
+                SpanId::from_bytes(&l.span_id),
+            ) {
                 let mut la = Attributes::new();
                 for kv in l.attributes {
                     let v = self.value(kv.value);
@@ -391,7 +403,10 @@ impl ProtoDecoder<'_, '_> {
                 AttrValue::Str(parts.join(",").into())
             }
             Some(V::BytesValue(b)) => AttrValue::Str(
-                b.iter().map(|x| format!("{x:02x}")).collect::<String>().into(),
+                b.iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect::<String>()
+                    .into(),
             ),
             None => AttrValue::Str("".into()),
         }

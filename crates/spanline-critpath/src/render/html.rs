@@ -72,8 +72,19 @@ fn nice_step(total: u64, target: u64) -> u64 {
 /// `stage`/`self` by type), a red line under each critical-path segment, and
 /// a `<title>` tooltip on every bar.
 pub fn waterfall_svg(r: &TraceReport) -> String {
-    let t0 = r.spans.iter().map(|s| s.start_ns).min().unwrap_or(r.start_ns);
-    let t1 = r.spans.iter().map(|s| s.end_ns).max().unwrap_or(r.end_ns).max(t0 + 1);
+    let t0 = r
+        .spans
+        .iter()
+        .map(|s| s.start_ns)
+        .min()
+        .unwrap_or(r.start_ns);
+    let t1 = r
+        .spans
+        .iter()
+        .map(|s| s.end_ns)
+        .max()
+        .unwrap_or(r.end_ns)
+        .max(t0 + 1);
     let span = (t1 - t0) as f64;
     let chart_w = WIDTH - LABEL_W - 20.0;
     let x = |t: u64| LABEL_W + (t.saturating_sub(t0)) as f64 / span * chart_w;
@@ -101,7 +112,8 @@ pub fn waterfall_svg(r: &TraceReport) -> String {
             break;
         }
     }
-    let mut row_of: HashMap<(u32, crate::model::SpanId), usize> = HashMap::with_capacity(r.spans.len());
+    let mut row_of: HashMap<(u32, crate::model::SpanId), usize> =
+        HashMap::with_capacity(r.spans.len());
     for (i, s) in r.spans.iter().enumerate() {
         row_of.insert((s.tree, s.span_id), i);
         let y = TOP + ROW_H * i as f64;
@@ -177,7 +189,12 @@ pub fn waterfall_svg(r: &TraceReport) -> String {
 /// per key, top 20 keys), with share and dominance in the tooltip.
 pub fn summary_svg(s: &Stats) -> String {
     let rows: Vec<_> = s.rows.iter().take(20).collect();
-    let max = rows.iter().map(|r| r.critical.p99).max().unwrap_or(1).max(1) as f64;
+    let max = rows
+        .iter()
+        .map(|r| r.critical.p99)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
     let chart_w = WIDTH - LABEL_W - 120.0;
     let height = TOP + 26.0 * rows.len() as f64 + 10.0;
     let mut o = String::new();
@@ -192,8 +209,16 @@ pub fn summary_svg(s: &Stats) -> String {
     );
     for (i, r) in rows.iter().enumerate() {
         let y = TOP + 26.0 * i as f64;
-        let label: String = format!("{} [{}]", r.key, r.segment_type.as_str()).chars().take(52).collect();
-        let _ = write!(o, r#"<text x="6" y="{:.1}">{}</text>"#, y + 14.0, escape(&label));
+        let label: String = format!("{} [{}]", r.key, r.segment_type.as_str())
+            .chars()
+            .take(52)
+            .collect();
+        let _ = write!(
+            o,
+            r#"<text x="6" y="{:.1}">{}</text>"#,
+            y + 14.0,
+            escape(&label)
+        );
         let tip = format!(
             "{} ({})\ncritical p50 {} · p90 {} · p95 {} · p99 {}\nduration p50 {} · p99 {}\nshare of all critical time {:.1}%\ndominant in {:.1}% of traces",
             r.key,

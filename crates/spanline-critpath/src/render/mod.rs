@@ -17,5 +17,7 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> String {
 /// Replaces control characters (terminal escape sequences in hostile span
 /// names) with `?`.
 pub(crate) fn clean(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }

@@ -31,14 +31,24 @@ pub fn trace(r: &TraceReport) -> String {
         r.trace_id,
         clean(&r.root_name),
         fmt_ns(r.duration_ns),
-        if r.structured { "structural attributes" } else { "timestamps only" }
+        if r.structured {
+            "structural attributes"
+        } else {
+            "timestamps only"
+        }
     );
     let _ = writeln!(o, "\ncritical path ({} segments)", r.segments.len());
-    let w = r.segments.iter().map(|s| s.span_name.chars().count()).max().unwrap_or(4).clamp(4, 48);
+    let w = r
+        .segments
+        .iter()
+        .map(|s| s.span_name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 48);
     let _ = writeln!(
         o,
-        "  {:>11}  {:>11}  {:>6}  {:<5}  {:<16}  {}",
-        "at", "time", "share", "type", "stage", "span"
+        "  {:>11}  {:>11}  {:>6}  {:<5}  {:<16}  span",
+        "at", "time", "share", "type", "stage"
     );
     for s in &r.segments {
         let _ = writeln!(
@@ -65,7 +75,10 @@ pub fn trace(r: &TraceReport) -> String {
     }
     let off = r.off_path_stages();
     if !off.is_empty() {
-        let _ = writeln!(o, "\nstages off the critical path (slack = how much longer they could have taken)");
+        let _ = writeln!(
+            o,
+            "\nstages off the critical path (slack = how much longer they could have taken)"
+        );
         for s in off {
             let _ = writeln!(
                 o,
@@ -73,7 +86,8 @@ pub fn trace(r: &TraceReport) -> String {
                 cut(&s.name, 32),
                 cut(s.stage.as_deref().unwrap_or("-"), 16),
                 fmt_ns(s.end_ns - s.start_ns),
-                s.slack_ns.map_or_else(|| "unbounded (non-blocking)".to_owned(), fmt_ns)
+                s.slack_ns
+                    .map_or_else(|| "unbounded (non-blocking)".to_owned(), fmt_ns)
             );
         }
     }
@@ -141,7 +155,13 @@ pub fn stats(s: &Stats) -> String {
     let _ = writeln!(
         o,
         "\n{:<28} {:<5} {:>7} | {:^43} | {:^43} | {:>6} {:>9}",
-        "key", "type", "spans", "duration p50 / p90 / p95 / p99", "on critical path p50 / p90 / p95 / p99", "share", "dominates"
+        "key",
+        "type",
+        "spans",
+        "duration p50 / p90 / p95 / p99",
+        "on critical path p50 / p90 / p95 / p99",
+        "share",
+        "dominates"
     );
     for r in &s.rows {
         let _ = writeln!(
@@ -174,10 +194,23 @@ pub fn stats(s: &Stats) -> String {
         );
     }
     if !t.slowest.is_empty() {
-        let _ = writeln!(o, "  slowest: {}", t.slowest.iter().take(5).map(|(id, d)| format!("{id} ({})", fmt_ns(*d))).collect::<Vec<_>>().join(", "));
+        let _ = writeln!(
+            o,
+            "  slowest: {}",
+            t.slowest
+                .iter()
+                .take(5)
+                .map(|(id, d)| format!("{id} ({})", fmt_ns(*d)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     if s.diagnostics > 0 {
-        let _ = writeln!(o, "\n{} diagnostics while analysing (see `spanline critpath` for details)", s.diagnostics);
+        let _ = writeln!(
+            o,
+            "\n{} diagnostics while analysing (see `spanline critpath` for details)",
+            s.diagnostics
+        );
     }
     o
 }

@@ -33,13 +33,22 @@ impl Trace {
     pub fn span(&mut self, parent: Option<SpanId>, name: &str, start: u64, end: u64) -> SpanId {
         let id = SpanId(0xb7ad6b7169203300 + self.next);
         self.next += 1;
-        self.spans
-            .push(Span::new(self.id, id, parent, name, T0 + start * MS, T0 + end * MS));
+        self.spans.push(Span::new(
+            self.id,
+            id,
+            parent,
+            name,
+            T0 + start * MS,
+            T0 + end * MS,
+        ));
         id
     }
 
     pub fn get(&mut self, id: SpanId) -> &mut Span {
-        self.spans.iter_mut().find(|s| s.span_id == id).expect("span exists")
+        self.spans
+            .iter_mut()
+            .find(|s| s.span_id == id)
+            .expect("span exists")
     }
 
     pub fn attr(&mut self, id: SpanId, key: &str, v: impl Into<AttrValue>) -> &mut Self {
@@ -48,7 +57,15 @@ impl Trace {
     }
 
     /// A pipeline step span with the structural attributes of docs/span-structure.md.
-    pub fn stage(&mut self, parent: SpanId, name: &str, stage: &str, step: i64, start: u64, end: u64) -> SpanId {
+    pub fn stage(
+        &mut self,
+        parent: SpanId,
+        name: &str,
+        stage: &str,
+        step: i64,
+        start: u64,
+        end: u64,
+    ) -> SpanId {
         let id = self.span(Some(parent), name, start, end);
         let deps: Vec<i64> = if step == 0 { vec![] } else { vec![step - 1] };
         self.attr(id, sc::STAGE_NAME, stage)
@@ -79,7 +96,13 @@ impl Trace {
 pub fn path(r: &TraceReport) -> Vec<(String, &'static str, u64)> {
     r.segments
         .iter()
-        .map(|s| (s.span_name.to_string(), s.segment_type.as_str(), s.duration_ns / MS))
+        .map(|s| {
+            (
+                s.span_name.to_string(),
+                s.segment_type.as_str(),
+                s.duration_ns / MS,
+            )
+        })
         .collect()
 }
 
@@ -92,7 +115,11 @@ pub fn expect(v: &[(&str, &'static str, u64)]) -> Vec<(String, &'static str, u64
 pub fn assert_tiles(r: &TraceReport) {
     let mut t = r.start_ns;
     for s in &r.segments {
-        assert_eq!(s.start_ns, t, "segments must be contiguous: {:?}", r.segments);
+        assert_eq!(
+            s.start_ns, t,
+            "segments must be contiguous: {:?}",
+            r.segments
+        );
         assert!(s.end_ns > s.start_ns);
         t = s.end_ns;
     }
@@ -127,10 +154,12 @@ pub fn sample_pipeline(n: u128) -> Trace {
     }
     t.stage(root, "spanline.stage fuse", "fuse", 2, 52, 60);
     let k = t.stage(root, "spanline.rerank keyword", "keyword", 3, 61, 80);
-    t.attr(k, sc::FALLBACK_ACTION, "fallback").attr(k, sc::FALLBACK_REASON, "error");
+    t.attr(k, sc::FALLBACK_ACTION, "fallback")
+        .attr(k, sc::FALLBACK_REASON, "error");
     t.get(k).status.code = spanline_critpath::StatusCode::Error;
     let f = t.stage(root, "spanline.rerank identity", "identity", 3, 81, 85);
-    t.attr(f, sc::FALLBACK_FOR, "keyword").attr(f, sc::STEP_DEPENDS_ON, vec![3i64]);
+    t.attr(f, sc::FALLBACK_FOR, "keyword")
+        .attr(f, sc::STEP_DEPENDS_ON, vec![3i64]);
     t.stage(root, "chat extractive", "chat", 4, 86, 98);
     t
 }
