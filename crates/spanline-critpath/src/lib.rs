@@ -26,9 +26,9 @@
 //!
 //! Layers: [`model`] (an SDK-independent span), [`load`] (OTLP JSON, OTLP
 //! protobuf, spanline console JSON lines — streamed, with a [`Diagnostic`]
-//! per problem), [`analyze`] (the exact critical path from the structural
+//! per problem), [`mod@analyze`] (the exact critical path from the structural
 //! attributes of `docs/span-structure.md`, with a timestamp fallback),
-//! [`stats`] (aggregates across traces) and [`render`] (terminal, JSON,
+//! [`mod@stats`] (aggregates across traces) and [`render`] (terminal, JSON,
 //! HTML/SVG). The algorithm is described in `docs/critical-path.md`.
 //!
 //! This crate depends on neither the OpenTelemetry SDK nor spanline-core; the
