@@ -52,6 +52,22 @@ fn bench_carrier(c: &mut Criterion) {
             black_box(extract(&carrier))
         })
     });
+    let p = ctx.span_context();
+    let plain = SpanContext::new(
+        p.trace_id(),
+        p.span_id(),
+        p.trace_flags(),
+        true,
+        TraceState::default(),
+    );
+    let bare_ctx = RequestContext::new().with_remote_parent(plain);
+    g.bench_function("spanline_strict_traceparent_only", |b| {
+        b.iter(|| {
+            let mut carrier = TraceCarrier::default();
+            inject(black_box(&bare_ctx), &mut carrier);
+            black_box(extract(&carrier))
+        })
+    });
     g.bench_function("sdk_trace_context_lax", |b| {
         b.iter(|| {
             let mut m: std::collections::HashMap<String, String> = Default::default();

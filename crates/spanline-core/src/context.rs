@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::context::{FutureExt as _, WithContext};
@@ -217,15 +217,96 @@ pub struct RequestAttributes {
     inner: Option<Arc<AttributesInner>>,
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct AttributesInner {
     workflow: Option<String>,
     user_id: Option<String>,
     customer_id: Option<String>,
     session_id: Option<String>,
     metadata: BTreeMap<String, String>,
-    span_attributes: Vec<KeyValue>,
-    baggage: String,
+    /// Computed on first use: a worker that only forwards never pays.
+    span_attributes: OnceLock<Vec<KeyValue>>,
+    /// Encoded at build (to enforce the limits), or on first use for
+    /// attributes extracted from a header that was already within them.
+    baggage: OnceLock<String>,
+}
+
+impl PartialEq for AttributesInner {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.workflow,
+            &self.user_id,
+            &self.customer_id,
+            &self.session_id,
+            &self.metadata,
+        ) == (
+            &other.workflow,
+            &other.user_id,
+            &other.customer_id,
+            &other.session_id,
+            &other.metadata,
+        )
+    }
+}
+
+impl AttributesInner {
+    fn span_attributes(&self) -> &[KeyValue] {
+        self.span_attributes.get_or_init(|| {
+            let mut attrs = Vec::with_capacity(self.metadata.len() + 5);
+            if let Some(v) = &self.workflow {
+                attrs.push(KeyValue::new(semconv::gen_ai::WORKFLOW_NAME, rc(v)));
+            }
+            if let Some(v) = &self.user_id {
+                attrs.push(KeyValue::new(semconv::general::USER_ID, rc(v)));
+            }
+            if let Some(v) = &self.customer_id {
+                attrs.push(KeyValue::new(semconv::spanline::CUSTOMER_ID, rc(v)));
+            }
+            if let Some(v) = &self.session_id {
+                attrs.push(KeyValue::new(semconv::general::SESSION_ID, rc(v)));
+                attrs.push(KeyValue::new(semconv::gen_ai::CONVERSATION_ID, rc(v)));
+            }
+            for (k, v) in &self.metadata {
+                attrs.push(KeyValue::new(
+                    Arc::<str>::from(format!("{}{k}", semconv::spanline::METADATA_PREFIX)),
+                    rc(v),
+                ));
+            }
+            attrs
+        })
+    }
+
+    fn baggage(&self) -> &str {
+        self.baggage.get_or_init(|| {
+            // Only reached for attributes decoded from a bounded header:
+            // re-encoding what was decoded cannot grow past its limits.
+            encode_members(&self.members()).unwrap_or_default()
+        })
+    }
+
+    fn members(&self) -> Vec<(String, &str)> {
+        use semconv::baggage as b;
+        let mut out = Vec::with_capacity(self.metadata.len() + 4);
+        let fixed = [
+            (b::WORKFLOW, &self.workflow),
+            (b::USER_ID, &self.user_id),
+            (b::CUSTOMER_ID, &self.customer_id),
+            (b::SESSION_ID, &self.session_id),
+        ];
+        for (key, value) in fixed {
+            if let Some(v) = value {
+                out.push((key.to_owned(), v.as_str()));
+            }
+        }
+        for (k, v) in &self.metadata {
+            out.push((format!("{}{k}", b::METADATA_PREFIX), v.as_str()));
+        }
+        out
+    }
+}
+
+fn encode_members(members: &[(String, &str)]) -> Result<String, AttributeError> {
+    baggage::encode(members.iter().map(|(k, v)| (k.as_str(), *v)))
 }
 
 impl RequestAttributes {
@@ -268,15 +349,13 @@ impl RequestAttributes {
 
     /// The attributes as span attributes (computed once, at build).
     pub fn span_attributes(&self) -> &[KeyValue] {
-        self.inner
-            .as_ref()
-            .map_or(&[][..], |i| i.span_attributes.as_slice())
+        self.inner.as_ref().map_or(&[][..], |i| i.span_attributes())
     }
 
     /// The W3C `baggage` header value (computed once, at build; empty when
     /// there are no attributes).
     pub fn baggage_header(&self) -> &str {
-        self.inner.as_ref().map_or("", |i| i.baggage.as_str())
+        self.inner.as_ref().map_or("", |i| i.baggage())
     }
 }
 
@@ -331,62 +410,39 @@ impl RequestAttributesBuilder {
                 return Err(AttributeError::InvalidKey(key.clone()));
             }
         }
-        let members = self.members();
-        if members.is_empty() {
+        let Some(inner) = self.into_inner() else {
             return Ok(RequestAttributes::default());
-        }
-        let baggage = baggage::encode(members.iter().map(|(k, v)| (k.as_str(), *v)))?;
-        let mut span_attributes = Vec::with_capacity(members.len() + 1);
-        if let Some(v) = &self.workflow {
-            span_attributes.push(KeyValue::new(semconv::gen_ai::WORKFLOW_NAME, rc(v)));
-        }
-        if let Some(v) = &self.user_id {
-            span_attributes.push(KeyValue::new(semconv::general::USER_ID, rc(v)));
-        }
-        if let Some(v) = &self.customer_id {
-            span_attributes.push(KeyValue::new(semconv::spanline::CUSTOMER_ID, rc(v)));
-        }
-        if let Some(v) = &self.session_id {
-            span_attributes.push(KeyValue::new(semconv::general::SESSION_ID, rc(v)));
-            span_attributes.push(KeyValue::new(semconv::gen_ai::CONVERSATION_ID, rc(v)));
-        }
-        for (k, v) in &self.metadata {
-            span_attributes.push(KeyValue::new(
-                Arc::<str>::from(format!("{}{k}", semconv::spanline::METADATA_PREFIX)),
-                rc(v),
-            ));
-        }
+        };
+        let encoded = encode_members(&inner.members())?;
+        let _ = inner.baggage.set(encoded);
         Ok(RequestAttributes {
-            inner: Some(Arc::new(AttributesInner {
-                workflow: self.workflow,
-                user_id: self.user_id,
-                customer_id: self.customer_id,
-                session_id: self.session_id,
-                metadata: self.metadata,
-                span_attributes,
-                baggage,
-            })),
+            inner: Some(Arc::new(inner)),
         })
     }
 
-    fn members(&self) -> Vec<(String, &str)> {
-        use semconv::baggage as b;
-        let mut out = Vec::new();
-        let fixed = [
-            (b::WORKFLOW, &self.workflow),
-            (b::USER_ID, &self.user_id),
-            (b::CUSTOMER_ID, &self.customer_id),
-            (b::SESSION_ID, &self.session_id),
-        ];
-        for (key, value) in fixed {
-            if let Some(v) = value {
-                out.push((key.to_owned(), v.as_str()));
-            }
+    /// Build from members decoded out of a header that was within the
+    /// baggage limits: no re-encoding, no re-validation.
+    pub(crate) fn build_decoded(self) -> RequestAttributes {
+        RequestAttributes {
+            inner: self.into_inner().map(Arc::new),
         }
-        for (k, v) in &self.metadata {
-            out.push((format!("{}{k}", b::METADATA_PREFIX), v.as_str()));
-        }
-        out
+    }
+
+    fn into_inner(self) -> Option<AttributesInner> {
+        let empty = self.workflow.is_none()
+            && self.user_id.is_none()
+            && self.customer_id.is_none()
+            && self.session_id.is_none()
+            && self.metadata.is_empty();
+        (!empty).then(|| AttributesInner {
+            workflow: self.workflow,
+            user_id: self.user_id,
+            customer_id: self.customer_id,
+            session_id: self.session_id,
+            metadata: self.metadata,
+            span_attributes: OnceLock::new(),
+            baggage: OnceLock::new(),
+        })
     }
 
     /// Rebuild from decoded baggage members, dropping members that do not

@@ -9,7 +9,9 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use quanta::Instant;
 
 use futures_util::future::Either;
 use metrics::Histogram;
@@ -497,6 +499,7 @@ impl<S: Stage, R> Instrumented<S, R> {
         &self.stage
     }
 
+    #[inline]
     async fn run_bounded(
         &self,
         input: S::Input,
@@ -522,6 +525,7 @@ impl<S: Stage, R> Instrumented<S, R> {
     /// Run with extra per-call attributes (batch index and size). Disabled
     /// telemetry dispatches to a small future that only applies the timeout
     /// and recovery.
+    #[inline]
     pub(crate) fn call_with(
         &self,
         input: S::Input,
@@ -537,6 +541,7 @@ impl<S: Stage, R> Instrumented<S, R> {
         }
     }
 
+    #[inline]
     async fn call_plain(
         &self,
         input: S::Input,

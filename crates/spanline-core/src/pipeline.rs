@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt, future};
@@ -67,6 +66,7 @@ where
 {
     type Input = A::Input;
     type Output = B::Output;
+    #[inline]
     async fn call(&self, input: A::Input, ctx: &RequestContext) -> Result<B::Output, StageError> {
         let mid = self.first.call(input, ctx).await?;
         self.second.call(mid, ctx).await
@@ -386,7 +386,7 @@ impl<S: Step> Pipeline<S> {
             let mut guard = RootGuard {
                 root,
                 ctx: &run_ctx,
-                start: Instant::now(),
+                start: quanta::Instant::now(),
                 armed: true,
             };
             let result = self.steps.call(input, &run_ctx).await;
@@ -410,7 +410,7 @@ impl<S: Step> Pipeline<S> {
 struct RootGuard<'a> {
     root: &'a RootTelemetry,
     ctx: &'a RequestContext,
-    start: Instant,
+    start: quanta::Instant,
     armed: bool,
 }
 

@@ -116,11 +116,8 @@ pub fn extract(extractor: &dyn Extractor) -> Extracted {
         if decoded.rejected > 0 {
             count_rejection("baggage");
         }
-        // Members were bounded by decode; rebuilding cannot exceed limits
-        // except through re-encoding growth, in which case we keep none.
-        out.attributes = RequestAttributesBuilder::from_baggage(decoded.members)
-            .build()
-            .unwrap_or_default();
+        // Members were bounded by decode, so they are kept as decoded.
+        out.attributes = RequestAttributesBuilder::from_baggage(decoded.members).build_decoded();
     }
     out
 }

@@ -77,12 +77,25 @@ pub fn parse_traceparent(value: &str) -> Result<(TraceId, SpanId, TraceFlags), T
 
 /// Format a span context as a version-00 `traceparent`.
 pub fn format_traceparent(cx: &SpanContext) -> String {
-    format!(
-        "00-{}-{}-{:02x}",
-        cx.trace_id(),
-        cx.span_id(),
-        cx.trace_flags().to_u8() & TraceFlags::SAMPLED.to_u8()
-    )
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
+    push_hex(&mut out, &cx.trace_id().to_bytes());
+    out.push('-');
+    push_hex(&mut out, &cx.span_id().to_bytes());
+    out.push('-');
+    push_hex(
+        &mut out,
+        &[cx.trace_flags().to_u8() & TraceFlags::SAMPLED.to_u8()],
+    );
+    out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xF)] as char);
+    }
 }
 
 /// Parse a `tracestate` value; `None` when it must be dropped (too long,
