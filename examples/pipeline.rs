@@ -33,10 +33,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .unwrap_or_else(|| "How does the trace context cross Kafka?".to_owned());
 
-    let mut builder = TelemetryBuilder::from_env()?.recorder(10 * RUNS * 10).prometheus(true);
-    let configured = ["OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some());
+    let mut builder = TelemetryBuilder::from_env()?
+        .recorder(10 * RUNS * 10)
+        .prometheus(true);
+    let configured = [
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some());
     if !configured {
         builder = builder.traces_exporters([]); // keep the terminal for the report
     }
@@ -58,7 +64,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .then(Generate::new(ExtractiveGenerator::default()))
         .build();
 
-    let attributes = RequestAttributes::builder().workflow("example").user_id("demo").build()?;
+    let attributes = RequestAttributes::builder()
+        .workflow("example")
+        .user_id("demo")
+        .build()?;
     let ctx = RequestContext::new()
         .with_attributes(attributes)
         .with_timeout(Duration::from_secs(5));
@@ -67,7 +76,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let recorder = guard.recorder().ok_or("the recorder is configured")?;
     let first = recorder.spans();
-    println!("Span tree of that request (trace {}):", first[0].span_context.trace_id());
+    println!(
+        "Span tree of that request (trace {}):",
+        first[0].span_context.trace_id()
+    );
     print_tree(&first, SpanId::INVALID, 0);
 
     for i in 1..RUNS {
@@ -81,7 +93,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let lines = prom.render();
         let sample = lines
             .lines()
-            .find(|l| l.starts_with("spanline_stage_duration_count") && l.contains("outcome=\"ok\""))
+            .find(|l| {
+                l.starts_with("spanline_stage_duration_count") && l.contains("outcome=\"ok\"")
+            })
             .unwrap_or("(no stage histogram rendered)");
         println!("\nPrometheus, for example: {sample}");
     }
@@ -89,10 +103,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn print_tree(spans: &[SpanData], parent: SpanId, depth: usize) {
-    let mut children: Vec<&SpanData> = spans.iter().filter(|s| s.parent_span_id == parent).collect();
+    let mut children: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == parent)
+        .collect();
     children.sort_by_key(|s| s.start_time);
     for s in children {
-        let micros = s.end_time.duration_since(s.start_time).unwrap_or_default().as_secs_f64() * 1e6;
+        let micros = s
+            .end_time
+            .duration_since(s.start_time)
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1e6;
         let step = s
             .attributes
             .iter()
@@ -108,19 +130,36 @@ fn print_tree(spans: &[SpanData], parent: SpanId, depth: usize) {
 fn print_summary(spans: &[SpanData]) {
     let mut by_stage: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for s in spans {
-        let stage = s.attributes.iter().find(|kv| kv.key.as_str() == sl::STAGE_NAME);
+        let stage = s
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == sl::STAGE_NAME);
         let name = match stage {
             Some(kv) => kv.value.to_string(),
             None => s.name.to_string(),
         };
-        let micros = s.end_time.duration_since(s.start_time).unwrap_or_default().as_secs_f64() * 1e6;
+        let micros = s
+            .end_time
+            .duration_since(s.start_time)
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1e6;
         by_stage.entry(name).or_default().push(micros);
     }
-    println!("{:<24} {:>6} {:>9} {:>9} {:>9}", "stage", "calls", "p50", "p95", "max");
+    println!(
+        "{:<24} {:>6} {:>9} {:>9} {:>9}",
+        "stage", "calls", "p50", "p95", "max"
+    );
     for (name, mut v) in by_stage {
         v.sort_by(f64::total_cmp);
         let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-        println!("{name:<24} {:>6} {:>9.1} {:>9.1} {:>9.1}", v.len(), q(0.5), q(0.95), q(1.0));
+        println!(
+            "{name:<24} {:>6} {:>9.1} {:>9.1} {:>9.1}",
+            v.len(),
+            q(0.5),
+            q(0.95),
+            q(1.0)
+        );
     }
 }
 

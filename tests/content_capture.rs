@@ -24,18 +24,37 @@ async fn off_by_default_nothing_leaks() {
     let spans = t.spans();
     assert_eq!(spans.len(), 9);
     assert!(!spans.contain_text(CANARY));
-    assert!(!spans.contain_text("Kafka messages carry"), "document text stays out");
+    assert!(
+        !spans.contain_text("Kafka messages carry"),
+        "document text stays out"
+    );
 }
 
 #[tokio::test]
 async fn off_error_messages_do_not_leak() {
     let t = TestTelemetry::new();
-    let failing = Failing { name: "broken", message: format!("cannot rerank {CANARY}") };
-    let rag = t.build(|| rag_pipeline_with(t.telemetry(), failing).now_or_never().unwrap());
-    let err = rag.run(question(), &RequestContext::new()).await.unwrap_err();
-    assert!(err.to_string().contains(CANARY), "the caller still gets the full error");
+    let failing = Failing {
+        name: "broken",
+        message: format!("cannot rerank {CANARY}"),
+    };
+    let rag = t.build(|| {
+        rag_pipeline_with(t.telemetry(), failing)
+            .now_or_never()
+            .unwrap()
+    });
+    let err = rag
+        .run(question(), &RequestContext::new())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(CANARY),
+        "the caller still gets the full error"
+    );
     let spans = t.spans();
-    assert!(!spans.contain_text(CANARY), "not in status, events or attributes");
+    assert!(
+        !spans.contain_text(CANARY),
+        "not in status, events or attributes"
+    );
 }
 
 #[tokio::test]
@@ -52,7 +71,12 @@ async fn on_content_is_recorded() {
 async fn a_request_may_turn_it_off_when_the_switch_is_on() {
     let t = TestTelemetry::new().capturing_content();
     let rag = t.build(|| rag_pipeline(t.telemetry()).now_or_never().unwrap());
-    rag.run(question(), &RequestContext::new().with_content_capture(false)).await.unwrap();
+    rag.run(
+        question(),
+        &RequestContext::new().with_content_capture(false),
+    )
+    .await
+    .unwrap();
     assert!(!t.spans().contain_text(CANARY));
     let _ = Document::new("unused", "");
 }

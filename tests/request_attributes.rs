@@ -30,13 +30,27 @@ async fn on_every_span() {
     let spans = t.spans();
     assert_eq!(spans.len(), 9);
     for s in &spans.0 {
-        assert_eq!(s.str_attr("gen_ai.workflow.name").as_deref(), Some("support-bot"), "{}", s.name);
+        assert_eq!(
+            s.str_attr("gen_ai.workflow.name").as_deref(),
+            Some("support-bot"),
+            "{}",
+            s.name
+        );
         assert_eq!(s.str_attr("user.id").as_deref(), Some("user-42"));
         assert_eq!(s.str_attr("spanline.customer.id").as_deref(), Some("acme"));
         assert_eq!(s.str_attr("session.id").as_deref(), Some("thread-7"));
-        assert_eq!(s.str_attr("gen_ai.conversation.id").as_deref(), Some("thread-7"));
-        assert_eq!(s.str_attr("spanline.metadata.tier").as_deref(), Some("premium"));
-        assert_eq!(s.str_attr("spanline.metadata.region").as_deref(), Some("eu west/1"));
+        assert_eq!(
+            s.str_attr("gen_ai.conversation.id").as_deref(),
+            Some("thread-7")
+        );
+        assert_eq!(
+            s.str_attr("spanline.metadata.tier").as_deref(),
+            Some("premium")
+        );
+        assert_eq!(
+            s.str_attr("spanline.metadata.region").as_deref(),
+            Some("eu west/1")
+        );
     }
 }
 
@@ -46,7 +60,10 @@ fn travel_as_baggage_and_come_back_equal() {
     let carrier = TraceCarrier::from_context(&ctx);
     let baggage = &carrier.headers()["baggage"];
     assert!(baggage.contains("user.id=user-42"));
-    assert!(baggage.contains("spanline.meta.region=eu%20west/1"), "{baggage}");
+    assert!(
+        baggage.contains("spanline.meta.region=eu%20west/1"),
+        "{baggage}"
+    );
     let json = serde_json::to_string(&carrier).unwrap();
     let back: TraceCarrier = serde_json::from_str(&json).unwrap();
     let extracted = extract(&back);
@@ -57,13 +74,22 @@ fn travel_as_baggage_and_come_back_equal() {
 #[test]
 fn oversized_sets_are_refused_when_built() {
     let big = "x".repeat(MAX_BAGGAGE_BYTES);
-    let err = RequestAttributes::builder().metadata("blob", big).build().unwrap_err();
+    let err = RequestAttributes::builder()
+        .metadata("blob", big)
+        .build()
+        .unwrap_err();
     assert!(matches!(err, AttributeError::TooLarge { .. }), "{err}");
     let mut many = RequestAttributes::builder();
     for i in 0..70 {
         many = many.metadata(format!("k{i}"), "v");
     }
-    assert!(matches!(many.build().unwrap_err(), AttributeError::TooManyMembers { max: 64 }));
-    let err = RequestAttributes::builder().metadata("bad key", "v").build().unwrap_err();
+    assert!(matches!(
+        many.build().unwrap_err(),
+        AttributeError::TooManyMembers { max: 64 }
+    ));
+    let err = RequestAttributes::builder()
+        .metadata("bad key", "v")
+        .build()
+        .unwrap_err();
     assert!(matches!(err, AttributeError::InvalidKey(_)));
 }

@@ -7,36 +7,59 @@ use opentelemetry::trace::{Span as _, SpanId, SpanKind, TraceContextExt, Tracer}
 use spanline_core::basic::HashingEmbedder;
 use spanline_core::semconv::spanline as sl;
 use spanline_core::{
-    Pipeline, Query, RequestContext, Stage, StageDescriptor, StageError, StageKind,
-    TraceCarrier, batch, stage_fn,
+    Pipeline, Query, RequestContext, Stage, StageDescriptor, StageError, StageKind, TraceCarrier,
+    batch, stage_fn,
 };
 use spanline_testkit::{SpanDataExt, TestTelemetry};
 
 #[tokio::test]
 async fn one_trace_root_and_stage_children_in_order() {
     let t = TestTelemetry::new();
-    let rag = t.build(|| futures_util::FutureExt::now_or_never(rag_pipeline(t.telemetry())))
+    let rag = t
+        .build(|| futures_util::FutureExt::now_or_never(rag_pipeline(t.telemetry())))
         .expect("pipeline builds without waiting");
-    let answer = rag.run(Query::new("What carries the traceparent in Kafka?"), &RequestContext::new()).await.unwrap();
+    let answer = rag
+        .run(
+            Query::new("What carries the traceparent in Kafka?"),
+            &RequestContext::new(),
+        )
+        .await
+        .unwrap();
     assert!(answer.text.contains("[kafka]"), "{}", answer.text);
 
     let spans = t.spans();
     assert_eq!(spans.trace_ids().len(), 1, "{:?}", spans.names());
     let root = spans.named(&format!("invoke_workflow {PIPELINE}"));
     assert_eq!(root.parent_span_id, SpanId::INVALID);
-    let children: Vec<&str> = spans.children_of(root).iter().map(|s| s.name.as_ref()).collect();
+    let children: Vec<&str> = spans
+        .children_of(root)
+        .iter()
+        .map(|s| s.name.as_ref())
+        .collect();
     assert_eq!(children.len(), 8, "{children:?}");
     assert_eq!(children[0], "spanline.preprocess normalize");
     assert_eq!(children[1], "embeddings hashing-256");
     let mut group: Vec<&str> = children[2..4].to_vec();
     group.sort();
     assert_eq!(group, ["retrieval docs-bm25", "retrieval docs-dense"]);
-    assert_eq!(&children[4..], ["spanline.stage rank-fusion", "spanline.rerank keyword-rerank", "spanline.stage prompt", "chat extractive"]);
+    assert_eq!(
+        &children[4..],
+        [
+            "spanline.stage rank-fusion",
+            "spanline.rerank keyword-rerank",
+            "spanline.stage prompt",
+            "chat extractive"
+        ]
+    );
 
     // Step structure for the critical path.
     let idx = |name: &str| spans.named(name).i64_attr(sl::STEP_INDEX);
     assert_eq!(idx("spanline.preprocess normalize"), Some(0));
-    assert_eq!(idx("chat extractive"), Some(6), "the parallel group is one step");
+    assert_eq!(
+        idx("chat extractive"),
+        Some(6),
+        "the parallel group is one step"
+    );
     for (name, branch) in [("retrieval docs-dense", 0), ("retrieval docs-bm25", 1)] {
         let s = spans.named(name);
         assert_eq!(s.i64_attr(sl::STEP_INDEX), Some(2));
@@ -44,10 +67,26 @@ async fn one_trace_root_and_stage_children_in_order() {
         assert_eq!(s.i64_attr(sl::PARALLEL_BRANCH), Some(branch));
         assert_eq!(s.i64_attr(sl::PARALLEL_WIDTH), Some(2));
         assert_eq!(s.str_attr(sl::STEP_DEPENDS_ON).as_deref(), Some("[1]"));
-        assert_eq!(s.parent_span_id, root.span_context.span_id(), "parallel siblings share the root");
+        assert_eq!(
+            s.parent_span_id,
+            root.span_context.span_id(),
+            "parallel siblings share the root"
+        );
     }
-    assert_eq!(spans.named("spanline.preprocess normalize").str_attr(sl::STEP_DEPENDS_ON).as_deref(), Some("[]"));
-    assert_eq!(spans.named("spanline.stage rank-fusion").str_attr(sl::STEP_DEPENDS_ON).as_deref(), Some("[2]"));
+    assert_eq!(
+        spans
+            .named("spanline.preprocess normalize")
+            .str_attr(sl::STEP_DEPENDS_ON)
+            .as_deref(),
+        Some("[]")
+    );
+    assert_eq!(
+        spans
+            .named("spanline.stage rank-fusion")
+            .str_attr(sl::STEP_DEPENDS_ON)
+            .as_deref(),
+        Some("[2]")
+    );
     assert!(spans.0.iter().all(|s| s.span_kind == SpanKind::Internal));
 }
 
@@ -57,7 +96,9 @@ async fn a_remote_parent_is_continued() {
     let pipeline = t.build(|| {
         Pipeline::builder("p")
             .telemetry(t.telemetry())
-            .then(spanline_core::Preprocess(spanline_core::basic::Normalizer::default()))
+            .then(spanline_core::Preprocess(
+                spanline_core::basic::Normalizer::default(),
+            ))
             .build()
     });
     let carrier: TraceCarrier = [(
@@ -71,7 +112,10 @@ async fn a_remote_parent_is_continued() {
     pipeline.run(Query::new("hello"), &ctx).await.unwrap();
     let spans = t.spans();
     let root = spans.named("invoke_workflow p");
-    assert_eq!(root.span_context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(
+        root.span_context.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
     assert_eq!(root.parent_span_id.to_string(), "00f067aa0ba902b7");
     assert!(root.parent_span_is_remote);
     assert_eq!(spans.trace_ids().len(), 1);
@@ -80,15 +124,29 @@ async fn a_remote_parent_is_continued() {
 #[tokio::test]
 async fn batch_items_are_indexed_siblings() {
     let t = TestTelemetry::new();
-    let double = stage_fn(StageDescriptor::new("double", StageKind::Custom), |x: u32, _| async move { Ok::<_, StageError>(x * 2) });
-    let pipeline = t.build(|| Pipeline::builder("batch").telemetry(t.telemetry()).then(batch(double).concurrency(2)).build());
-    let out = pipeline.run(vec![1, 2, 3], &RequestContext::new()).await.unwrap();
+    let double = stage_fn(
+        StageDescriptor::new("double", StageKind::Custom),
+        |x: u32, _| async move { Ok::<_, StageError>(x * 2) },
+    );
+    let pipeline = t.build(|| {
+        Pipeline::builder("batch")
+            .telemetry(t.telemetry())
+            .then(batch(double).concurrency(2))
+            .build()
+    });
+    let out = pipeline
+        .run(vec![1, 2, 3], &RequestContext::new())
+        .await
+        .unwrap();
     assert_eq!(out, vec![2, 4, 6]);
     let spans = t.spans();
     let root = spans.named("invoke_workflow batch");
     let items = spans.all_named("spanline.stage double");
     assert_eq!(items.len(), 3);
-    let mut indices: Vec<i64> = items.iter().map(|s| s.i64_attr(sl::BATCH_INDEX).unwrap()).collect();
+    let mut indices: Vec<i64> = items
+        .iter()
+        .map(|s| s.i64_attr(sl::BATCH_INDEX).unwrap())
+        .collect();
     indices.sort();
     assert_eq!(indices, [0, 1, 2]);
     for s in items {
@@ -104,9 +162,15 @@ async fn a_nested_pipeline_hangs_under_the_outer_stage() {
     let (outer, _) = t.build(|| {
         let inner = Pipeline::builder("inner")
             .telemetry(t.telemetry())
-            .then(stage_fn(StageDescriptor::new("add-one", StageKind::Custom), |x: u32, _| async move { Ok::<_, StageError>(x + 1) }))
+            .then(stage_fn(
+                StageDescriptor::new("add-one", StageKind::Custom),
+                |x: u32, _| async move { Ok::<_, StageError>(x + 1) },
+            ))
             .build();
-        let outer = Pipeline::builder("outer").telemetry(t.telemetry()).then(inner).build();
+        let outer = Pipeline::builder("outer")
+            .telemetry(t.telemetry())
+            .then(inner)
+            .build();
         (outer, ())
     });
     assert_eq!(outer.run(1, &RequestContext::new()).await.unwrap(), 2);
@@ -165,7 +229,11 @@ async fn context_travels_into_blocking_threads() {
     let spans = t.spans();
     let stage = spans.named("embeddings blocking");
     for name in ["explicit-child", "implicit-child"] {
-        assert_eq!(spans.named(name).parent_span_id, stage.span_context.span_id(), "{name}");
+        assert_eq!(
+            spans.named(name).parent_span_id,
+            stage.span_context.span_id(),
+            "{name}"
+        );
     }
     assert_eq!(spans.trace_ids().len(), 1);
 }
@@ -175,17 +243,29 @@ fn ctx_span_is_the_stage_span_during_run() {
     // The span a stage sees in its context is its own, so stage authors can
     // add attributes through the context.
     let t = TestTelemetry::new();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let pipeline = t.build(|| {
         Pipeline::builder("attrs")
             .telemetry(t.telemetry())
-            .then(stage_fn(StageDescriptor::new("annotate", StageKind::Custom), |x: u8, ctx: RequestContext| async move {
-                ctx.set_attribute(opentelemetry::KeyValue::new("cache.hit", true));
-                assert!(ctx.otel_context().span().span_context().is_sampled());
-                Ok::<_, StageError>(x)
-            }))
+            .then(stage_fn(
+                StageDescriptor::new("annotate", StageKind::Custom),
+                |x: u8, ctx: RequestContext| async move {
+                    ctx.set_attribute(opentelemetry::KeyValue::new("cache.hit", true));
+                    assert!(ctx.otel_context().span().span_context().is_sampled());
+                    Ok::<_, StageError>(x)
+                },
+            ))
             .build()
     });
-    rt.block_on(pipeline.run(7, &RequestContext::new())).unwrap();
-    assert_eq!(t.spans().named("spanline.stage annotate").bool_attr("cache.hit"), Some(true));
+    rt.block_on(pipeline.run(7, &RequestContext::new()))
+        .unwrap();
+    assert_eq!(
+        t.spans()
+            .named("spanline.stage annotate")
+            .bool_attr("cache.hit"),
+        Some(true)
+    );
 }

@@ -35,7 +35,9 @@ pub fn corpus() -> Vec<Document> {
 }
 
 /// preprocess → embed → (dense ∥ keyword) → fuse → rerank → prompt → generate
-pub async fn rag_pipeline(telemetry: Telemetry) -> Pipeline<impl Step<Input = Query, Output = spanline_core::Generation>> {
+pub async fn rag_pipeline(
+    telemetry: Telemetry,
+) -> Pipeline<impl Step<Input = Query, Output = spanline_core::Generation>> {
     rag_pipeline_with(telemetry, Rerank::new(KeywordReranker).top_n(3)).await
 }
 

@@ -240,7 +240,10 @@ impl SpanDataExt for SpanData {
 
 /// Metrics recorded by a test.
 #[derive(Debug)]
-pub struct MetricsSnapshot(Vec<(String, Vec<(String, String)>, DebugValue)>);
+pub struct MetricsSnapshot(Vec<Series>);
+
+/// One metric series: name, labels, value.
+type Series = (String, Vec<(String, String)>, DebugValue);
 
 impl MetricsSnapshot {
     fn matching<'a>(
