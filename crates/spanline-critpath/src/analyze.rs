@@ -674,7 +674,10 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
                 w.stage_node = p_stage;
             }
             None => {
-                w.owner = if p_owner == NONE { x } else { p_owner };
+                // Untyped spans inside a stage, hop or queue are charged to
+                // it; elsewhere (uninstrumented code) they stand for themselves.
+                let typed_owner = p_owner != NONE && nodes[p_owner as usize].st.own_type.is_some();
+                w.owner = if typed_owner { p_owner } else { x };
                 w.stage_node = p_stage;
             }
         }

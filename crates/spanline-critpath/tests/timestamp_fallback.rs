@@ -28,6 +28,16 @@ fn walks_back_from_the_last_finishing_child() {
     );
     // cache.get ended at 12 and nothing on the path started before 25 after it.
     assert_eq!(slack_ms(&r, "cache.get"), Some(13));
+    // Without spanline attributes every span is its own contributor.
+    let keys: Vec<(&str, u64)> = r
+        .contributions
+        .iter()
+        .map(|c| (&*c.key, c.duration_ns / MS))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![("http.call", 65), ("GET /answer", 20), ("db.query", 15)]
+    );
 }
 
 #[test]
