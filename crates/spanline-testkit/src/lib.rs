@@ -20,6 +20,8 @@
 //! # }
 //! ```
 
+pub mod otlp;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
