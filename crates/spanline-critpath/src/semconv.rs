@@ -2,7 +2,7 @@
 //!
 //! These strings mirror `spanline_core::semconv` (see `docs/span-structure.md`).
 //! They are copied, not imported, so that this crate stays independent of the
-//! instrumentation crates; a test in spanline-core's workspace keeps them equal.
+//! instrumentation crates; `tests/critical_path.rs` at the workspace root keeps them equal.
 
 /// `spanline.pipeline.name`: the pipeline a step belongs to.
 pub const PIPELINE_NAME: &str = "spanline.pipeline.name";

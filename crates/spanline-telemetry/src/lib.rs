@@ -51,6 +51,7 @@
 
 pub mod config;
 mod console;
+pub mod critpath;
 mod error;
 mod guard;
 mod processor;
