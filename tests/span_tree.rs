@@ -269,3 +269,32 @@ fn ctx_span_is_the_stage_span_during_run() {
         Some(true)
     );
 }
+
+#[test]
+fn transport_spans_started_from_the_context_hang_under_it() {
+    use opentelemetry::trace::SpanBuilder;
+    use spanline_core::{RequestAttributes, Telemetry};
+    let t = TestTelemetry::new();
+    let telemetry = t.telemetry();
+    let attrs = RequestAttributes::builder().user_id("u-1").build().unwrap();
+    let parent = RequestContext::new()
+        .with_attributes(attrs)
+        .start_span(&telemetry, SpanBuilder::from_name("caller"));
+    let send = parent.start_span(&telemetry, SpanBuilder::from_name("send rag.retrieve"));
+    send.record_error(&StageError::unavailable("broker down"));
+    send.end_span();
+    parent.end_span();
+    let spans = t.spans();
+    let caller = spans.named("caller");
+    let send_span = spans.named("send rag.retrieve");
+    assert_eq!(send_span.parent_span_id, caller.span_context.span_id());
+    assert_eq!(send_span.str_attr("user.id").as_deref(), Some("u-1"));
+    assert_eq!(
+        send_span.str_attr("error.type").as_deref(),
+        Some("unavailable")
+    );
+    // Disabled telemetry: the context passes through untouched.
+    let ctx = RequestContext::new();
+    let same = ctx.start_span(&Telemetry::disabled(), SpanBuilder::from_name("x"));
+    assert!(!same.span_context().is_valid());
+}

@@ -6,11 +6,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::context::{FutureExt as _, WithContext};
-use opentelemetry::trace::{SpanContext, TraceContextExt, TraceId};
+use opentelemetry::trace::{SpanBuilder, SpanContext, TraceContextExt, TraceId, Tracer};
 use opentelemetry::{Context, KeyValue};
 use tokio::time::Instant;
 
-use crate::error::AttributeError;
+use crate::Telemetry;
+use crate::error::{AttributeError, StageError};
 use crate::propagation::baggage;
 use crate::semconv;
 
@@ -147,6 +148,42 @@ impl RequestContext {
         if span.is_recording() {
             span.add_event(name, attributes);
         }
+    }
+
+    /// Start a span as a child of this context's span and return the
+    /// context that holds it (for transport crates: a Kafka `send`, a gRPC
+    /// client or server span). With telemetry disabled the context is
+    /// returned unchanged. End it with [`RequestContext::end_span`].
+    pub fn start_span(&self, telemetry: &Telemetry, builder: SpanBuilder) -> RequestContext {
+        match telemetry.tracer() {
+            Some(tracer) => {
+                let mut builder = builder;
+                let request = self.attributes.span_attributes();
+                if !request.is_empty() {
+                    builder
+                        .attributes
+                        .get_or_insert_with(Vec::new)
+                        .extend_from_slice(request);
+                }
+                let span = tracer.build_with_context(builder, &self.otel);
+                self.with_otel(self.otel.with_span(span))
+            }
+            None => self.clone(),
+        }
+    }
+
+    /// Record `error` on the current span: error status, `error.type` and an
+    /// exception event; the message only when content capture is on.
+    pub fn record_error(&self, error: &StageError) {
+        let span = self.otel.span();
+        if span.is_recording() {
+            crate::layer::record_error(&span, error, self.captures_content());
+        }
+    }
+
+    /// End the current span (a no-op when there is none or it has ended).
+    pub fn end_span(&self) {
+        self.otel.span().end();
     }
 
     /// Make this request's span the "current" OpenTelemetry context while

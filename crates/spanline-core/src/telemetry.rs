@@ -95,7 +95,10 @@ impl Telemetry {
         self.capture_content
     }
 
-    pub(crate) fn tracer(&self) -> Option<&BoxedTracer> {
+    /// The tracer, for transport crates that create their own spans (a
+    /// Kafka `send`, a gRPC server span); `None` when telemetry is disabled.
+    /// Prefer [`RequestContext::start_span`](crate::RequestContext::start_span).
+    pub fn tracer(&self) -> Option<&BoxedTracer> {
         self.tracer.as_deref()
     }
 
