@@ -234,3 +234,172 @@ pub mod baggage {
     /// Prefix of user metadata members.
     pub const METADATA_PREFIX: &str = "spanline.meta.";
 }
+
+/// Sampling: the head-sampling force flag, the tail sampler's counters and
+/// their `reason` label values, and the log-correlation field names.
+pub mod sampling {
+    /// Bool attribute on a root span: keep this trace whatever the ratio.
+    pub const FORCE: &str = "spanline.sampling.force";
+
+    /// Counter: root spans the rule-based head sampler decided, by
+    /// `decision` (`sampled` / `dropped`) and `reason` (`rule`, `ratio`).
+    pub const HEAD_DECISIONS: &str = "spanline.sampling.head.decisions";
+    /// Counter: spans the tail sampler received.
+    pub const SPANS_SEEN: &str = "spanline.sampling.spans.seen";
+    /// Counter: spans the tail sampler forwarded downstream.
+    pub const SPANS_KEPT: &str = "spanline.sampling.spans.kept";
+    /// Counter: spans the tail sampler dropped, by `reason`.
+    pub const SPANS_DROPPED: &str = "spanline.sampling.spans.dropped";
+    /// Counter: traces the tail sampler started buffering.
+    pub const TRACES_SEEN: &str = "spanline.sampling.traces.seen";
+    /// Counter: traces kept, by `reason` (the first rule that kept it).
+    pub const TRACES_KEPT: &str = "spanline.sampling.traces.kept";
+    /// Counter: traces dropped, by `reason`.
+    pub const TRACES_DROPPED: &str = "spanline.sampling.traces.dropped";
+    /// Counter: traces decided early because a bound was reached, by `reason`.
+    pub const TRACES_EVICTED: &str = "spanline.sampling.traces.evicted";
+
+    /// Label: the head decision (`sampled` / `dropped`).
+    pub const LABEL_DECISION: &str = "decision";
+    /// Label: why (values below).
+    pub const LABEL_REASON: &str = "reason";
+
+    /// Reason: the explicit force flag.
+    pub const REASON_FORCE: &str = "force";
+    /// Reason: a configured rule matched.
+    pub const REASON_RULE: &str = "rule";
+    /// Reason: the fallback ratio.
+    pub const REASON_RATIO: &str = "ratio";
+    /// Reason: a span of the trace failed.
+    pub const REASON_ERROR: &str = "error";
+    /// Reason: the trace was slower than its threshold.
+    pub const REASON_LATENCY: &str = "latency";
+    /// Reason: a stage was slower than its own threshold.
+    pub const REASON_STAGE_LATENCY: &str = "stage_latency";
+    /// Reason: the baseline ratio kept (or did not keep) the trace.
+    pub const REASON_BASELINE: &str = "baseline";
+    /// Reason: the hand-off queue to the sampler's worker was full.
+    pub const REASON_QUEUE_FULL: &str = "queue_full";
+    /// Reason: the trace already held its maximum number of spans.
+    pub const REASON_SPAN_LIMIT: &str = "span_limit";
+    /// Reason: the sampler held its maximum number of traces.
+    pub const REASON_MAX_TRACES: &str = "max_traces";
+    /// Reason: the local root did not end within the decision wait.
+    pub const REASON_TIMEOUT: &str = "timeout";
+    /// Reason: a span arrived after its trace was decided to be dropped.
+    pub const REASON_LATE: &str = "late";
+    /// Reason: the sampler was shut down.
+    pub const REASON_SHUTDOWN: &str = "shutdown";
+
+    /// Log field: the trace id (32 lowercase hex).
+    pub const LOG_TRACE_ID: &str = "trace_id";
+    /// Log field: the span id of the current stage (16 lowercase hex).
+    pub const LOG_SPAN_ID: &str = "span_id";
+}
+
+/// Messaging (Kafka) names: OpenTelemetry messaging conventions, plus the
+/// `spanline-*` headers and `spanline.messaging.*` metrics that
+/// `spanline-kafka` adds (see `docs/kafka.md`).
+pub mod messaging {
+    /// `messaging.system`.
+    pub const SYSTEM: &str = "messaging.system";
+    /// The `messaging.system` value for Kafka.
+    pub const SYSTEM_KAFKA: &str = "kafka";
+    /// `messaging.operation.name` (`send`, `process`, …).
+    pub const OPERATION_NAME: &str = "messaging.operation.name";
+    /// `messaging.operation.type` (`send`, `receive`, `process`, `settle`).
+    pub const OPERATION_TYPE: &str = "messaging.operation.type";
+    /// `messaging.destination.name` (the topic).
+    pub const DESTINATION_NAME: &str = "messaging.destination.name";
+    /// `messaging.destination.partition.id`.
+    pub const DESTINATION_PARTITION_ID: &str = "messaging.destination.partition.id";
+    /// `messaging.consumer.group.name`.
+    pub const CONSUMER_GROUP_NAME: &str = "messaging.consumer.group.name";
+    /// `messaging.batch.message_count`.
+    pub const BATCH_MESSAGE_COUNT: &str = "messaging.batch.message_count";
+    /// `messaging.kafka.offset`.
+    pub const KAFKA_OFFSET: &str = "messaging.kafka.offset";
+    /// `messaging.kafka.message.key`.
+    pub const KAFKA_MESSAGE_KEY: &str = "messaging.kafka.message.key";
+    /// `messaging.message.id`.
+    pub const MESSAGE_ID: &str = "messaging.message.id";
+    /// `messaging.message.conversation_id`: the correlation id of a
+    /// request/reply exchange.
+    pub const CONVERSATION_ID: &str = "messaging.message.conversation_id";
+    /// `messaging.client.id`.
+    pub const CLIENT_ID: &str = "messaging.client.id";
+    /// `messaging.message.body.size` (opt-in).
+    pub const BODY_SIZE: &str = "messaging.message.body.size";
+
+    /// Operation names and types.
+    pub mod op {
+        /// Publishing a message.
+        pub const SEND: &str = "send";
+        /// Receiving a message.
+        pub const RECEIVE: &str = "receive";
+        /// Processing a message.
+        pub const PROCESS: &str = "process";
+        /// Settling (committing, dead-lettering) a message.
+        pub const SETTLE: &str = "settle";
+        /// Span name prefix of the interval a message waited in the broker
+        /// (`spanline.queue {topic}`); no convention exists.
+        pub const QUEUE: &str = "spanline.queue";
+    }
+
+    /// `spanline.segment.type` values written by the Kafka crate.
+    pub mod segment {
+        /// A blocking remote call (request/reply client span).
+        pub const HOP: &str = "hop";
+        /// Time a message waited in a broker.
+        pub const QUEUE: &str = "queue";
+    }
+
+    /// Kafka headers spanline writes besides the W3C ones.
+    pub mod header {
+        /// Send time, microseconds since the Unix epoch (decimal ASCII).
+        pub const SENT_AT: &str = "spanline-sent-at";
+        /// Correlation id of a request/reply exchange.
+        pub const CORRELATION_ID: &str = "spanline-correlation-id";
+        /// Topic the reply goes to.
+        pub const REPLY_TO: &str = "spanline-reply-to";
+        /// Request deadline, microseconds since the Unix epoch.
+        pub const DEADLINE: &str = "spanline-deadline";
+        /// Reply status: `ok` or an `error.type` value.
+        pub const STATUS: &str = "spanline-status";
+        /// Dead letter / error reply: the error class.
+        pub const ERROR_TYPE: &str = "spanline-error-type";
+        /// Dead letter / error reply: the error message.
+        pub const ERROR_MESSAGE: &str = "spanline-error-message";
+        /// Dead letter: the topic the message came from.
+        pub const ORIGINAL_TOPIC: &str = "spanline-original-topic";
+        /// Dead letter: its partition.
+        pub const ORIGINAL_PARTITION: &str = "spanline-original-partition";
+        /// Dead letter: its offset.
+        pub const ORIGINAL_OFFSET: &str = "spanline-original-offset";
+        /// Dead letter: handler attempts made.
+        pub const ATTEMPTS: &str = "spanline-attempts";
+    }
+
+    /// Messaging metric names.
+    pub mod metric {
+        /// Histogram (s): producer send duration (until delivery report).
+        pub const CLIENT_OPERATION_DURATION: &str = "messaging.client.operation.duration";
+        /// Histogram (s): message processing duration.
+        pub const PROCESS_DURATION: &str = "messaging.process.duration";
+        /// Counter: messages sent.
+        pub const SENT_MESSAGES: &str = "messaging.client.sent.messages";
+        /// Counter: messages consumed.
+        pub const CONSUMED_MESSAGES: &str = "messaging.client.consumed.messages";
+        /// Histogram (s): time a message waited in the broker (consume
+        /// time minus the sender's `spanline-sent-at`).
+        pub const QUEUE_WAIT: &str = "spanline.messaging.queue.wait";
+        /// Counter: messages sent to a dead-letter topic.
+        pub const DEAD_LETTERED: &str = "spanline.messaging.dead_lettered";
+        /// Counter: replies that arrived after their caller gave up.
+        pub const LATE_REPLIES: &str = "spanline.messaging.late_replies";
+        /// Label: the topic (bounded: topics are configuration).
+        pub const LABEL_TOPIC: &str = "topic";
+        /// Label: outcome (`ok`, `error`).
+        pub const LABEL_OUTCOME: &str = "outcome";
+    }
+}
