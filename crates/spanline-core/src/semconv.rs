@@ -403,3 +403,51 @@ pub mod messaging {
         pub const LABEL_OUTCOME: &str = "outcome";
     }
 }
+
+/// RPC (gRPC) names: span attributes, metrics, and the labels and values
+/// `spanline-grpc` records.
+pub mod rpc {
+    /// `rpc.system.name` (the RPC system; always `grpc` in spanline).
+    pub const SYSTEM_NAME: &str = "rpc.system.name";
+    /// `rpc.system.name` value for gRPC.
+    pub const SYSTEM_GRPC: &str = "grpc";
+    /// `rpc.method`: fully qualified, e.g. `spanline.worker.v1.StageWorker/Run`.
+    pub const METHOD: &str = "rpc.method";
+    /// `rpc.method` value for a method the server does not know (bounded
+    /// cardinality against hostile paths).
+    pub const METHOD_OTHER: &str = "_OTHER";
+    /// `rpc.status_code`: the gRPC status as a string (`OK`, `UNAVAILABLE`).
+    pub const STATUS_CODE: &str = "rpc.status_code";
+    /// The `spanline.segment.type` value of a blocking remote call.
+    pub const SEGMENT_HOP: &str = "hop";
+    /// Bool on a server span: the call came through an untrusted edge (new
+    /// root, linked to the inbound context, inbound baggage dropped).
+    pub const UNTRUSTED_EDGE: &str = "spanline.rpc.untrusted_edge";
+    /// The stage a worker call asked for (only set when the worker hosts it).
+    pub const WORKER_STAGE: &str = "spanline.worker.stage";
+    /// The attempt number of a pool call (1 for the first try).
+    pub const ATTEMPT: &str = "spanline.rpc.attempt";
+
+    /// Histogram (s): client call duration.
+    pub const CLIENT_CALL_DURATION: &str = "rpc.client.call.duration";
+    /// Histogram (s): server call duration.
+    pub const SERVER_CALL_DURATION: &str = "rpc.server.call.duration";
+    /// Counter: worker endpoints a pool took out of rotation after a
+    /// transport failure.
+    pub const POOL_EJECTIONS: &str = "spanline.rpc.pool.ejections";
+    /// Counter: calls a pool retried on another worker, by `reason`.
+    pub const POOL_RETRIES: &str = "spanline.rpc.pool.retries";
+
+    /// `spanline.propagation.rejected` reason: a metadata value that is not
+    /// visible ASCII (skipped, never fails the call).
+    pub const REASON_NON_ASCII: &str = "non_ascii";
+    /// Retry reason: the worker was unavailable.
+    pub const REASON_UNAVAILABLE: &str = "unavailable";
+    /// Retry reason: the retry budget was empty (counted, not retried).
+    pub const REASON_BUDGET_EXHAUSTED: &str = "budget_exhausted";
+
+    /// The `grpc-timeout` request header.
+    pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+    /// The `grpc-status` response header / trailer.
+    pub const GRPC_STATUS: &str = "grpc-status";
+}
