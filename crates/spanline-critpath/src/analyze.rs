@@ -1142,9 +1142,6 @@ fn walk_step(
     emit: &mut dyn FnMut(u64, u64),
 ) -> u64 {
     build_lanes(members, nodes, sc);
-    let is_batch = members
-        .iter()
-        .any(|&c| nodes[c as usize].st.batch.is_some());
     let lanes: Vec<(u64, u64, usize, usize)> = sc
         .lanes
         .iter()
@@ -1176,9 +1173,13 @@ fn walk_step(
     for &li in &by_end {
         let (ls, le, a, b) = lanes[li];
         if !first {
-            // Only batch items wait for each other (for a free slot), and
-            // only on items that had ended.
-            if !is_batch || le > cursor || ls >= cursor {
+            // A lane that started only after another lane of the same step
+            // had ended was waiting for it: a batch item for a free slot, a
+            // parallel branch for its sibling to yield (spanline joins the
+            // branches of a group in one task, so CPU-bound branches run one
+            // after the other). Lanes still running when the later one
+            // started are not waited on.
+            if le > cursor || ls >= cursor {
                 continue;
             }
         }

@@ -90,6 +90,31 @@ fn parallel_group_when_the_later_starting_branch_ends_last() {
 }
 
 #[test]
+fn a_branch_that_starts_when_its_sibling_ends_waited_for_it() {
+    // Both branches are joined in one task: CPU-bound `a` ran to completion
+    // before `b` was first polled, so `b`'s late start is `a`'s time, not
+    // the pipeline's.
+    let mut t = Trace::default();
+    let root = t.span(None, "invoke_workflow p", 0, 50);
+    let a = t.stage(root, "a", "a", 0, 0, 20);
+    let b = t.stage(root, "b", "b", 0, 20, 45);
+    for (i, id) in [a, b].into_iter().enumerate() {
+        t.attr(id, sc::PARALLEL_GROUP, 0i64)
+            .attr(id, sc::PARALLEL_BRANCH, i as i64);
+    }
+    let r = t.analyze();
+    assert_tiles(&r);
+    assert_eq!(
+        path(&r),
+        expect(&[
+            ("a", "stage", 20),
+            ("b", "stage", 25),
+            ("invoke_workflow p", "self", 5)
+        ])
+    );
+}
+
+#[test]
 fn batch_items_waiting_for_a_slot_are_chained() {
     let mut t = Trace::default();
     let root = t.span(None, "invoke_workflow batch", 0, 50);
