@@ -127,9 +127,14 @@ pub(crate) fn shared(s: &Cow<'static, str>) -> Value {
     }
 }
 
+/// Most span names interned; past this (a program building pipelines with
+/// generated stage names) names are kept owned instead of leaked.
+const MAX_INTERNED: usize = 4096;
+
 /// Intern a span name: names derive from stage names, which are constants
-/// by contract (they are metric labels), so the set is bounded. Interning
-/// at build time saves an allocation per span.
+/// by contract (they are metric labels), so the set is small. Interning at
+/// build time saves an allocation per span; the set is capped so a misuse
+/// costs an allocation per span rather than unbounded memory.
 pub(crate) fn intern(name: String) -> Cow<'static, str> {
     use std::collections::HashSet;
     use std::sync::{Mutex, OnceLock};
@@ -140,6 +145,9 @@ pub(crate) fn intern(name: String) -> Cow<'static, str> {
     };
     if let Some(existing) = names.get(name.as_str()) {
         return Cow::Borrowed(existing);
+    }
+    if names.len() >= MAX_INTERNED {
+        return Cow::Owned(name);
     }
     let leaked: &'static str = Box::leak(name.into_boxed_str());
     names.insert(leaked);
