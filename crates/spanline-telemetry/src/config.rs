@@ -52,6 +52,74 @@ pub mod env {
     /// Address of the Prometheus `/metrics` listener (`host:port`); needs the
     /// `prometheus-listener` feature.
     pub const SPANLINE_PROMETHEUS_ADDR: &str = "SPANLINE_PROMETHEUS_ADDR";
+    /// `true` turns tail sampling on (see `docs/sampling.md`); the other
+    /// `SPANLINE_TAIL_*` variables are read only then.
+    pub const SPANLINE_TAIL_SAMPLING: &str = "SPANLINE_TAIL_SAMPLING";
+    /// Tail sampling: keep traces whose local root took longer (ms).
+    pub const SPANLINE_TAIL_LATENCY_MS: &str = "SPANLINE_TAIL_LATENCY_MS";
+    /// Tail sampling: ratio of the other traces kept, in `[0, 1]`.
+    pub const SPANLINE_TAIL_BASELINE_RATIO: &str = "SPANLINE_TAIL_BASELINE_RATIO";
+    /// Tail sampling: keep traces with a failed span (`true`/`false`).
+    pub const SPANLINE_TAIL_KEEP_ERRORS: &str = "SPANLINE_TAIL_KEEP_ERRORS";
+    /// Tail sampling: longest wait for a trace's local root (ms).
+    pub const SPANLINE_TAIL_DECISION_WAIT_MS: &str = "SPANLINE_TAIL_DECISION_WAIT_MS";
+    /// Tail sampling: most traces buffered.
+    pub const SPANLINE_TAIL_MAX_TRACES: &str = "SPANLINE_TAIL_MAX_TRACES";
+    /// Tail sampling: most spans buffered per trace.
+    pub const SPANLINE_TAIL_MAX_SPANS_PER_TRACE: &str = "SPANLINE_TAIL_MAX_SPANS_PER_TRACE";
+    /// Tail sampling: per-stage thresholds, `stage=ms,stage=ms`.
+    pub const SPANLINE_TAIL_STAGE_LATENCY_MS: &str = "SPANLINE_TAIL_STAGE_LATENCY_MS";
+}
+
+/// Tail-sampling settings from the `SPANLINE_TAIL_*` environment (the
+/// subset of [`TailConfig`](crate::sampling::TailConfig) that is plain
+/// data; rules are set in code).
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub struct TailSamplingEnv {
+    /// `SPANLINE_TAIL_LATENCY_MS`.
+    pub latency_threshold: Option<Duration>,
+    /// `SPANLINE_TAIL_BASELINE_RATIO`.
+    pub baseline_ratio: Option<f64>,
+    /// `SPANLINE_TAIL_KEEP_ERRORS`.
+    pub keep_errors: Option<bool>,
+    /// `SPANLINE_TAIL_DECISION_WAIT_MS`.
+    pub decision_wait: Option<Duration>,
+    /// `SPANLINE_TAIL_MAX_TRACES`.
+    pub max_traces: Option<usize>,
+    /// `SPANLINE_TAIL_MAX_SPANS_PER_TRACE`.
+    pub max_spans_per_trace: Option<usize>,
+    /// `SPANLINE_TAIL_STAGE_LATENCY_MS`.
+    pub stage_thresholds: Vec<(String, Duration)>,
+}
+
+impl TailSamplingEnv {
+    /// The tail configuration: defaults overridden by what was set.
+    pub fn to_tail_config(&self) -> crate::sampling::TailConfig {
+        let mut c = crate::sampling::TailConfig::new();
+        if let Some(d) = self.latency_threshold {
+            c = c.latency_threshold(d);
+        }
+        if let Some(r) = self.baseline_ratio {
+            c = c.baseline_ratio(r);
+        }
+        if let Some(b) = self.keep_errors {
+            c = c.keep_errors(b);
+        }
+        if let Some(d) = self.decision_wait {
+            c = c.decision_wait(d);
+        }
+        if let Some(n) = self.max_traces {
+            c = c.max_traces(n);
+        }
+        if let Some(n) = self.max_spans_per_trace {
+            c = c.max_spans_per_trace(n);
+        }
+        for (stage, d) in &self.stage_thresholds {
+            c = c.stage_threshold(stage.clone(), *d);
+        }
+        c
+    }
 }
 
 /// A span exporter named in `OTEL_TRACES_EXPORTER`.
@@ -163,6 +231,8 @@ pub struct TelemetryConfig {
     pub prometheus_addr: Option<std::net::SocketAddr>,
     /// `SPANLINE_CONSOLE_PATH`.
     pub console_path: Option<PathBuf>,
+    /// `SPANLINE_TAIL_SAMPLING` and the other `SPANLINE_TAIL_*` variables.
+    pub tail: Option<TailSamplingEnv>,
 }
 
 impl Default for TelemetryConfig {
@@ -181,6 +251,7 @@ impl Default for TelemetryConfig {
             prometheus: true,
             prometheus_addr: None,
             console_path: None,
+            tail: None,
         }
     }
 }
@@ -278,7 +349,17 @@ impl TelemetryConfig {
             })?);
         }
         cfg.console_path = get(env::SPANLINE_CONSOLE_PATH).map(PathBuf::from);
+        if let Some(v) = get(env::SPANLINE_TAIL_SAMPLING)
+            && parse_bool(env::SPANLINE_TAIL_SAMPLING, &v)?
+        {
+            cfg.tail = Some(parse_tail(&get)?);
+        }
         Ok(cfg)
+    }
+
+    /// The tail-sampling configuration the environment asked for.
+    pub fn tail_sampling(&self) -> Option<crate::sampling::TailConfig> {
+        self.tail.as_ref().map(TailSamplingEnv::to_tail_config)
     }
 
     /// The span exporters that will actually run, after the default rule:
@@ -454,6 +535,58 @@ fn parse_sampler(name: Option<&str>, arg: Option<&str>) -> Result<SamplerConfig,
             ));
         }
     })
+}
+
+fn parse_tail(get: &dyn Fn(&str) -> Option<String>) -> Result<TailSamplingEnv, TelemetryError> {
+    let mut t = TailSamplingEnv::default();
+    if let Some(v) = get(env::SPANLINE_TAIL_LATENCY_MS) {
+        t.latency_threshold = Some(parse_millis(env::SPANLINE_TAIL_LATENCY_MS, &v, false)?);
+    }
+    if let Some(v) = get(env::SPANLINE_TAIL_BASELINE_RATIO) {
+        let var = env::SPANLINE_TAIL_BASELINE_RATIO;
+        let r: f64 = v
+            .parse()
+            .map_err(|_| TelemetryError::invalid(var, &v, "expected a number in [0, 1]"))?;
+        if !(0.0..=1.0).contains(&r) {
+            return Err(TelemetryError::invalid(
+                var,
+                &v,
+                "the ratio must be in [0, 1]",
+            ));
+        }
+        t.baseline_ratio = Some(r);
+    }
+    if let Some(v) = get(env::SPANLINE_TAIL_KEEP_ERRORS) {
+        t.keep_errors = Some(parse_bool(env::SPANLINE_TAIL_KEEP_ERRORS, &v)?);
+    }
+    if let Some(v) = get(env::SPANLINE_TAIL_DECISION_WAIT_MS) {
+        t.decision_wait = Some(parse_millis(env::SPANLINE_TAIL_DECISION_WAIT_MS, &v, true)?);
+    }
+    if let Some(v) = get(env::SPANLINE_TAIL_MAX_TRACES) {
+        t.max_traces = Some(parse_count(env::SPANLINE_TAIL_MAX_TRACES, &v)?);
+    }
+    if let Some(v) = get(env::SPANLINE_TAIL_MAX_SPANS_PER_TRACE) {
+        t.max_spans_per_trace = Some(parse_count(env::SPANLINE_TAIL_MAX_SPANS_PER_TRACE, &v)?);
+    }
+    if let Some(v) = get(env::SPANLINE_TAIL_STAGE_LATENCY_MS) {
+        let var = env::SPANLINE_TAIL_STAGE_LATENCY_MS;
+        for member in v.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            let Some((stage, ms)) = member.split_once('=') else {
+                return Err(TelemetryError::invalid(
+                    var,
+                    &v,
+                    "expected stage=ms,stage=ms",
+                ));
+            };
+            let stage = stage.trim();
+            if stage.is_empty() {
+                return Err(TelemetryError::invalid(var, &v, "empty stage name"));
+            }
+            let d = parse_millis(var, ms.trim(), false)?;
+            t.stage_thresholds.push((stage.to_owned(), d));
+        }
+    }
+    Ok(t)
 }
 
 fn parse_millis(var: &'static str, v: &str, nonzero: bool) -> Result<Duration, TelemetryError> {

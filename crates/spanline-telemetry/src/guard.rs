@@ -7,10 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
+use opentelemetry::Context;
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::resource::TelemetryResourceDetector;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanProcessor, TracerProviderBuilder};
+use opentelemetry_sdk::trace::{
+    SdkTracerProvider, ShouldSample, Span, SpanData, SpanProcessor, TracerProviderBuilder,
+};
 use spanline_core::Telemetry;
 
 use crate::config::{ExporterKind, OtlpProtocol, SamplerConfig, TelemetryConfig};
@@ -19,6 +23,7 @@ use crate::error::TelemetryError;
 use crate::processor::{BatchConfig, BoundedBatchProcessor, ExportStats, ProcessorStats};
 use crate::prometheus::{DEFAULT_UPKEEP_INTERVAL, PrometheusBackground};
 use crate::recorder::SpanRecorder;
+use crate::sampling::{TailConfig, TailSamplingProcessor, TailStats, TailStatsHandle};
 
 /// Default bound on shutdown (also capped by the export timeout).
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,6 +45,8 @@ pub struct TelemetryBuilder {
     hooks: Vec<ProviderHook>,
     upkeep_interval: Duration,
     shutdown_timeout: Duration,
+    head_sampler: Option<Box<dyn ShouldSample>>,
+    tail: Option<TailConfig>,
 }
 
 impl fmt::Debug for TelemetryBuilder {
@@ -51,6 +58,8 @@ impl fmt::Debug for TelemetryBuilder {
             .field("extra_processors", &self.hooks.len())
             .field("upkeep_interval", &self.upkeep_interval)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("head_sampler", &self.head_sampler)
+            .field("tail", &self.tail)
             .finish()
     }
 }
@@ -90,6 +99,8 @@ impl TelemetryBuilder {
             hooks: Vec::new(),
             upkeep_interval: DEFAULT_UPKEEP_INTERVAL,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            head_sampler: None,
+            tail: None,
         }
     }
 
@@ -150,9 +161,28 @@ impl TelemetryBuilder {
         self
     }
 
-    /// The sampler.
+    /// The sampler (as `OTEL_TRACES_SAMPLER`); replaces a
+    /// [`head_sampler`](Self::head_sampler).
     pub fn sampler(mut self, sampler: SamplerConfig) -> Self {
         self.config.sampler = sampler;
+        self.head_sampler = None;
+        self
+    }
+
+    /// Any head sampler, e.g. a
+    /// [`RuleSampler`](crate::sampling::RuleSampler); wins over
+    /// `OTEL_TRACES_SAMPLER`.
+    pub fn head_sampler<S: ShouldSample + 'static>(mut self, sampler: S) -> Self {
+        self.head_sampler = Some(Box::new(sampler));
+        self
+    }
+
+    /// Tail-sample: route every exporter and the recorder through a
+    /// [`TailSamplingProcessor`] with `config` (processors added with
+    /// [`span_processor`](Self::span_processor) still see every sampled
+    /// span). Overrides the `SPANLINE_TAIL_*` environment.
+    pub fn tail_sampling(mut self, config: TailConfig) -> Self {
+        self.tail = Some(config);
         self
     }
 
@@ -321,9 +351,13 @@ impl TelemetryBuilder {
         }
 
         let resource = self.resource();
-        let mut builder = SdkTracerProvider::builder()
-            .with_sampler(self.config.sampler.to_sampler())
-            .with_resource(resource);
+        let mut builder = SdkTracerProvider::builder().with_resource(resource);
+        builder = match self.head_sampler.take() {
+            Some(sampler) => builder.with_sampler(BoxedSampler(sampler)),
+            None => builder.with_sampler(self.config.sampler.to_sampler()),
+        };
+        let tail_config = self.tail.take().or_else(|| self.config.tail_sampling());
+        let mut downstream: Vec<Box<dyn SpanProcessor>> = Vec::new();
         let mut stats = Vec::new();
         for kind in self.config.effective_exporters() {
             let processor = match kind {
@@ -345,11 +379,24 @@ impl TelemetryBuilder {
                 }
             };
             stats.push((kind, processor.stats()));
-            builder = builder.with_span_processor(processor);
+            downstream.push(Box::new(processor));
         }
         let recorder = self.recorder_capacity.map(SpanRecorder::new);
         if let Some(r) = &recorder {
-            builder = builder.with_span_processor(r.clone());
+            downstream.push(Box::new(r.clone()));
+        }
+        let mut tail = None;
+        match tail_config {
+            Some(config) => {
+                let processor = TailSamplingProcessor::new(config, Fanout(downstream))?;
+                tail = Some(processor.stats());
+                builder = builder.with_span_processor(processor);
+            }
+            None => {
+                for p in downstream {
+                    builder = builder.with_span_processor(BoxedProcessor(p));
+                }
+            }
         }
         for hook in self.hooks.drain(..) {
             builder = hook(builder);
@@ -369,10 +416,95 @@ impl TelemetryBuilder {
             background: Mutex::new(background),
             metrics_recorder: local_recorder,
             stats,
+            tail,
             installed: install,
             shutdown_timeout: self.shutdown_timeout.min(batch.export_timeout),
             shut_down: AtomicBool::new(false),
         })
+    }
+}
+
+/// A boxed head sampler as a sampler (the SDK takes `impl ShouldSample`).
+#[derive(Debug, Clone)]
+struct BoxedSampler(Box<dyn ShouldSample>);
+
+impl ShouldSample for BoxedSampler {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: opentelemetry::trace::TraceId,
+        name: &str,
+        span_kind: &opentelemetry::trace::SpanKind,
+        attributes: &[KeyValue],
+        links: &[opentelemetry::trace::Link],
+    ) -> opentelemetry_sdk::trace::SamplingResult {
+        self.0
+            .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+    }
+}
+
+/// A boxed processor as a processor.
+#[derive(Debug)]
+struct BoxedProcessor(Box<dyn SpanProcessor>);
+
+impl SpanProcessor for BoxedProcessor {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.0.on_start(span, cx);
+    }
+    fn on_end(&self, span: SpanData) {
+        self.0.on_end(span);
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+    }
+}
+
+/// Several processors behind one (the tail sampler's downstream).
+#[derive(Debug)]
+struct Fanout(Vec<Box<dyn SpanProcessor>>);
+
+impl SpanProcessor for Fanout {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        for p in &self.0 {
+            p.on_start(span, cx);
+        }
+    }
+    fn on_end(&self, span: SpanData) {
+        if let Some((last, rest)) = self.0.split_last() {
+            for p in rest {
+                p.on_end(span.clone());
+            }
+            last.on_end(span);
+        }
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        let mut result = Ok(());
+        for p in &self.0 {
+            if let Err(e) = p.force_flush() {
+                result = Err(e);
+            }
+        }
+        result
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        let mut result = Ok(());
+        for p in &self.0 {
+            if let Err(e) = p.shutdown_with_timeout(timeout) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+    fn set_resource(&mut self, resource: &Resource) {
+        for p in &mut self.0 {
+            p.set_resource(resource);
+        }
     }
 }
 
@@ -412,6 +544,7 @@ pub struct TelemetryGuard {
     background: Mutex<Option<PrometheusBackground>>,
     metrics_recorder: Option<PrometheusRecorder>,
     stats: Vec<(ExporterKind, ProcessorStats)>,
+    tail: Option<TailStatsHandle>,
     installed: bool,
     shutdown_timeout: Duration,
     shut_down: AtomicBool,
@@ -440,6 +573,7 @@ impl TelemetryGuard {
             background: Mutex::new(None),
             metrics_recorder: None,
             stats: Vec::new(),
+            tail: None,
             installed: false,
             shutdown_timeout: Duration::ZERO,
             shut_down: AtomicBool::new(true),
@@ -506,6 +640,11 @@ impl TelemetryGuard {
             .iter()
             .find(|(k, _)| *k == kind)
             .and_then(|(_, s)| s.last_export_error())
+    }
+
+    /// The tail sampler's counters, when tail sampling is on.
+    pub fn tail_stats(&self) -> Option<TailStats> {
+        self.tail.as_ref().map(TailStatsHandle::snapshot)
     }
 
     /// Spans dropped so far (queue full, export failed, after shutdown),

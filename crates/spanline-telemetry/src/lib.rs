@@ -57,13 +57,15 @@ mod guard;
 mod processor;
 pub mod prometheus;
 mod recorder;
+pub mod sampling;
 
-pub use config::{ExporterKind, OtlpProtocol, SamplerConfig, TelemetryConfig};
+pub use config::{ExporterKind, OtlpProtocol, SamplerConfig, TailSamplingEnv, TelemetryConfig};
 pub use console::{ConsoleExporter, span_to_json};
 pub use error::TelemetryError;
 pub use guard::{DEFAULT_SERVICE_NAME, DEFAULT_SHUTDOWN_TIMEOUT, TelemetryBuilder, TelemetryGuard};
 pub use processor::{BatchConfig, BoundedBatchProcessor, ExportStats, ProcessorStats};
 pub use recorder::SpanRecorder;
+pub use sampling::{RuleSampler, TailConfig, TailSamplingProcessor};
 
 #[doc(no_inline)]
 pub use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};

@@ -1,0 +1,1004 @@
+//! The tail-sampling span processor.
+//!
+//! The thread ending a span does one thing: a non-blocking `try_send` of the
+//! span into a bounded queue (a full queue drops the span and counts it).
+//! A worker thread owns the [`TailEngine`]: per-trace buffers bounded by
+//! [`TailConfig::max_traces`] and [`TailConfig::max_spans_per_trace`], the
+//! decision when a trace's local root ends (or its decision wait passes),
+//! a bounded memory of recent decisions for late spans, and the downstream
+//! processor that receives kept spans.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use metrics::Counter;
+use opentelemetry::trace::{SpanId, Status, TraceId};
+use opentelemetry::{Context, KeyValue, Value};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
+use spanline_core::semconv::{sampling as names, spanline};
+
+use crate::error::TelemetryError;
+use crate::sampling::head::baseline_ratio_keeps;
+use crate::sampling::rules::Condition;
+
+/// Extra time granted to the worker beyond a flush or shutdown bound.
+const GRACE: Duration = Duration::from_millis(500);
+
+type TracePredicate = dyn Fn(&[SpanData]) -> bool + Send + Sync;
+
+/// A tail rule: keeps a trace when it matches.
+#[derive(Clone)]
+pub struct TailRule {
+    kind: RuleKind,
+}
+
+#[derive(Clone)]
+enum RuleKind {
+    AnySpan(Condition),
+    Custom(Arc<TracePredicate>),
+}
+
+impl fmt::Debug for TailRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            RuleKind::AnySpan(c) => f.debug_tuple("TailRule::any_span").field(c).finish(),
+            RuleKind::Custom(_) => f.write_str("TailRule::custom(..)"),
+        }
+    }
+}
+
+impl TailRule {
+    /// Keep the trace when any of its buffered spans has attributes
+    /// matching `condition` (request attributes are on every span).
+    pub fn any_span(condition: Condition) -> Self {
+        TailRule {
+            kind: RuleKind::AnySpan(condition),
+        }
+    }
+
+    /// Keep the trace when `predicate` holds on its buffered spans (in
+    /// arrival order; a trace over its span limit shows only the first
+    /// spans). Runs on the sampler's worker thread.
+    pub fn custom(predicate: impl Fn(&[SpanData]) -> bool + Send + Sync + 'static) -> Self {
+        TailRule {
+            kind: RuleKind::Custom(Arc::new(predicate)),
+        }
+    }
+
+    fn matches(&self, spans: &[SpanData]) -> bool {
+        match &self.kind {
+            RuleKind::AnySpan(c) => spans.iter().any(|s| c.matches(&s.attributes)),
+            RuleKind::Custom(p) => p(spans),
+        }
+    }
+}
+
+/// Configuration of the tail sampler. Start from [`TailConfig::new`] (or
+/// `default()`) and adjust with the setters.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct TailConfig {
+    /// How long a trace may wait for its local root to end, from its first
+    /// span; then it is decided on what arrived (default 30 s).
+    pub decision_wait: Duration,
+    /// Most traces buffered at once; beyond, the oldest is decided early
+    /// (default 10,000).
+    pub max_traces: usize,
+    /// Most spans buffered per trace; later spans of that trace are dropped
+    /// and counted, but their status and stage latency still count toward
+    /// the decision (default 512).
+    pub max_spans_per_trace: usize,
+    /// How many recent decisions are remembered for late spans (default
+    /// 65,536).
+    pub decision_cache: usize,
+    /// Capacity of the hand-off queue to the worker (default 8,192 spans).
+    pub queue_capacity: usize,
+    /// Keep traces with a failed span (`Status::Error`) (default true).
+    pub keep_errors: bool,
+    /// Keep traces whose local root was slower than this (default none).
+    pub latency_threshold: Option<Duration>,
+    /// Keep traces in which the stage named (`spanline.stage.name`) was
+    /// slower than its threshold.
+    pub stage_thresholds: Vec<(String, Duration)>,
+    /// Keep traces carrying `spanline.sampling.force = true` (default true).
+    pub honor_force: bool,
+    /// Keep traces matching any of these rules.
+    pub rules: Vec<TailRule>,
+    /// Fraction of the remaining traces kept, by trace id (default 0.0).
+    pub baseline_ratio: f64,
+}
+
+impl Default for TailConfig {
+    fn default() -> Self {
+        TailConfig {
+            decision_wait: Duration::from_secs(30),
+            max_traces: 10_000,
+            max_spans_per_trace: 512,
+            decision_cache: 65_536,
+            queue_capacity: 8_192,
+            keep_errors: true,
+            latency_threshold: None,
+            stage_thresholds: Vec::new(),
+            honor_force: true,
+            rules: Vec::new(),
+            baseline_ratio: 0.0,
+        }
+    }
+}
+
+impl TailConfig {
+    /// The defaults (keep errors and forced traces, nothing else).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// See [`TailConfig::decision_wait`].
+    pub fn decision_wait(mut self, wait: Duration) -> Self {
+        self.decision_wait = wait;
+        self
+    }
+
+    /// See [`TailConfig::max_traces`].
+    pub fn max_traces(mut self, n: usize) -> Self {
+        self.max_traces = n;
+        self
+    }
+
+    /// See [`TailConfig::max_spans_per_trace`].
+    pub fn max_spans_per_trace(mut self, n: usize) -> Self {
+        self.max_spans_per_trace = n;
+        self
+    }
+
+    /// See [`TailConfig::decision_cache`].
+    pub fn decision_cache(mut self, n: usize) -> Self {
+        self.decision_cache = n;
+        self
+    }
+
+    /// See [`TailConfig::queue_capacity`].
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n;
+        self
+    }
+
+    /// See [`TailConfig::keep_errors`].
+    pub fn keep_errors(mut self, keep: bool) -> Self {
+        self.keep_errors = keep;
+        self
+    }
+
+    /// See [`TailConfig::latency_threshold`].
+    pub fn latency_threshold(mut self, threshold: Duration) -> Self {
+        self.latency_threshold = Some(threshold);
+        self
+    }
+
+    /// Add (or replace) a stage threshold.
+    pub fn stage_threshold(mut self, stage: impl Into<String>, threshold: Duration) -> Self {
+        let stage = stage.into();
+        self.stage_thresholds.retain(|(s, _)| *s != stage);
+        self.stage_thresholds.push((stage, threshold));
+        self
+    }
+
+    /// See [`TailConfig::honor_force`].
+    pub fn honor_force(mut self, honor: bool) -> Self {
+        self.honor_force = honor;
+        self
+    }
+
+    /// Add a keep rule.
+    pub fn rule(mut self, rule: TailRule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// See [`TailConfig::baseline_ratio`].
+    pub fn baseline_ratio(mut self, ratio: f64) -> Self {
+        self.baseline_ratio = ratio;
+        self
+    }
+
+    /// Check the bounds (all non-zero) and the ratio (in `[0, 1]`).
+    pub fn validate(&self) -> Result<(), TelemetryError> {
+        let bad = |what: &str| Err(TelemetryError::InvalidConfig(format!("TailConfig: {what}")));
+        if self.max_traces == 0 {
+            return bad("max_traces must be greater than 0");
+        }
+        if self.max_spans_per_trace == 0 {
+            return bad("max_spans_per_trace must be greater than 0");
+        }
+        if self.queue_capacity == 0 {
+            return bad("queue_capacity must be greater than 0");
+        }
+        if !(0.0..=1.0).contains(&self.baseline_ratio) {
+            return bad("baseline_ratio must be in [0, 1]");
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of one trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TailDecision {
+    /// Kept, for the first reason that applied (`force`, `error`,
+    /// `latency`, `stage_latency`, `rule`, `baseline`).
+    Keep(&'static str),
+    /// Dropped (no reason to keep, baseline not selected).
+    Drop,
+}
+
+impl TailDecision {
+    /// Whether the trace is kept.
+    pub fn is_keep(self) -> bool {
+        matches!(self, TailDecision::Keep(_))
+    }
+}
+
+/// Counter values and buffer levels of a tail sampler.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TailStats {
+    /// Sampled spans handed to the sampler (including those dropped on a
+    /// full queue).
+    pub spans_seen: u64,
+    /// Spans forwarded downstream.
+    pub spans_kept: u64,
+    /// Spans of dropped traces (decided, or late after a drop decision).
+    pub spans_dropped_decision: u64,
+    /// Spans that arrived after their trace was decided to be dropped
+    /// (included in `spans_dropped_decision`).
+    pub spans_dropped_late: u64,
+    /// Spans dropped because the hand-off queue was full.
+    pub spans_dropped_queue_full: u64,
+    /// Spans dropped because their trace held its maximum.
+    pub spans_dropped_span_limit: u64,
+    /// Spans dropped because the sampler was shut down.
+    pub spans_dropped_shutdown: u64,
+    /// Traces started.
+    pub traces_seen: u64,
+    /// Traces kept.
+    pub traces_kept: u64,
+    /// Traces dropped.
+    pub traces_dropped: u64,
+    /// Traces decided before their local root ended (maximum traces,
+    /// decision wait, shutdown); also counted as kept or dropped.
+    pub traces_evicted: u64,
+    /// Traces buffered now.
+    pub buffered_traces: u64,
+    /// Spans buffered now.
+    pub buffered_spans: u64,
+    /// Approximate bytes buffered now (span structs, attributes, strings).
+    pub buffered_bytes: u64,
+    /// Highest `buffered_traces` so far.
+    pub peak_traces: u64,
+    /// Highest `buffered_spans` so far.
+    pub peak_spans: u64,
+    /// Highest `buffered_bytes` so far.
+    pub peak_bytes: u64,
+    /// Decisions remembered now.
+    pub cached_decisions: u64,
+}
+
+impl TailStats {
+    /// Spans dropped for any reason.
+    pub fn spans_dropped(&self) -> u64 {
+        self.spans_dropped_decision
+            + self.spans_dropped_queue_full
+            + self.spans_dropped_span_limit
+            + self.spans_dropped_shutdown
+    }
+}
+
+macro_rules! atomics {
+    ($name:ident { $($field:ident),* $(,)? }) => {
+        #[derive(Default)]
+        struct $name { $($field: AtomicU64,)* }
+        impl $name {
+            fn snapshot(&self) -> TailStats {
+                TailStats { $($field: self.$field.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+atomics!(Atomics {
+    spans_seen,
+    spans_kept,
+    spans_dropped_decision,
+    spans_dropped_late,
+    spans_dropped_queue_full,
+    spans_dropped_span_limit,
+    spans_dropped_shutdown,
+    traces_seen,
+    traces_kept,
+    traces_dropped,
+    traces_evicted,
+    buffered_traces,
+    buffered_spans,
+    buffered_bytes,
+    peak_traces,
+    peak_spans,
+    peak_bytes,
+    cached_decisions,
+});
+
+/// Metric handles, registered once.
+struct Metrics {
+    spans_seen: Counter,
+    spans_kept: Counter,
+    spans_dropped_decision: Counter,
+    spans_dropped_late: Counter,
+    spans_dropped_queue_full: Counter,
+    spans_dropped_span_limit: Counter,
+    spans_dropped_shutdown: Counter,
+    traces_seen: Counter,
+    traces_kept: [Counter; KEEP_REASONS.len()],
+    traces_dropped: Counter,
+    traces_evicted_max: Counter,
+    traces_evicted_timeout: Counter,
+    traces_evicted_shutdown: Counter,
+}
+
+const KEEP_REASONS: [&str; 6] = [
+    names::REASON_FORCE,
+    names::REASON_ERROR,
+    names::REASON_LATENCY,
+    names::REASON_STAGE_LATENCY,
+    names::REASON_RULE,
+    names::REASON_BASELINE,
+];
+
+impl Metrics {
+    fn new() -> Self {
+        let dropped = |reason: &'static str| metrics::counter!(names::SPANS_DROPPED, names::LABEL_REASON => reason);
+        let evicted = |reason: &'static str| metrics::counter!(names::TRACES_EVICTED, names::LABEL_REASON => reason);
+        Metrics {
+            spans_seen: metrics::counter!(names::SPANS_SEEN),
+            spans_kept: metrics::counter!(names::SPANS_KEPT),
+            spans_dropped_decision: dropped(names::REASON_BASELINE),
+            spans_dropped_late: dropped(names::REASON_LATE),
+            spans_dropped_queue_full: dropped(names::REASON_QUEUE_FULL),
+            spans_dropped_span_limit: dropped(names::REASON_SPAN_LIMIT),
+            spans_dropped_shutdown: dropped(names::REASON_SHUTDOWN),
+            traces_seen: metrics::counter!(names::TRACES_SEEN),
+            traces_kept: KEEP_REASONS
+                .map(|r| metrics::counter!(names::TRACES_KEPT, names::LABEL_REASON => r)),
+            traces_dropped: metrics::counter!(names::TRACES_DROPPED, names::LABEL_REASON => names::REASON_BASELINE),
+            traces_evicted_max: evicted(names::REASON_MAX_TRACES),
+            traces_evicted_timeout: evicted(names::REASON_TIMEOUT),
+            traces_evicted_shutdown: evicted(names::REASON_SHUTDOWN),
+        }
+    }
+}
+
+struct Shared {
+    atomics: Atomics,
+    metrics: Metrics,
+}
+
+impl Shared {
+    fn new() -> Arc<Self> {
+        Arc::new(Shared {
+            atomics: Atomics::default(),
+            metrics: Metrics::new(),
+        })
+    }
+}
+
+/// A cheap, cloneable view of a tail sampler's counters, valid after the
+/// processor is moved into a provider.
+#[derive(Clone)]
+pub struct TailStatsHandle(Arc<Shared>);
+
+impl TailStatsHandle {
+    /// Current values.
+    pub fn snapshot(&self) -> TailStats {
+        self.0.atomics.snapshot()
+    }
+}
+
+impl fmt::Debug for TailStatsHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TailStatsHandle")
+            .field(&self.snapshot())
+            .finish()
+    }
+}
+
+struct Pending {
+    seq: u64,
+    first_seen: Instant,
+    spans: Vec<SpanData>,
+    bytes: usize,
+    error: bool,
+    force: bool,
+    slow_stage: bool,
+    root_duration: Option<Duration>,
+    min_start: SystemTime,
+    max_end: SystemTime,
+}
+
+/// Why a trace is decided now.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Root,
+    MaxTraces,
+    Timeout,
+    Shutdown,
+}
+
+/// The tail sampler's decision engine, without threads: feed it spans and
+/// the time, and it calls `out` with the spans of kept traces.
+///
+/// [`TailSamplingProcessor`] runs one on its worker thread; tests and
+/// embedders can drive one directly with an explicit clock (no sleeping).
+pub struct TailEngine {
+    config: TailConfig,
+    stages: HashMap<String, Duration>,
+    pending: HashMap<TraceId, Pending>,
+    order: VecDeque<(TraceId, u64)>,
+    decided: HashMap<TraceId, bool>,
+    decided_order: VecDeque<TraceId>,
+    next_seq: u64,
+    spans: usize,
+    bytes: usize,
+    peak_traces: usize,
+    peak_spans: usize,
+    peak_bytes: usize,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for TailEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TailEngine")
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl TailEngine {
+    /// An engine for `config` (validated). Its `metrics` counters are
+    /// registered with the recorder current at this call.
+    pub fn new(config: TailConfig) -> Result<Self, TelemetryError> {
+        Self::with_shared(config, Shared::new())
+    }
+
+    fn with_shared(config: TailConfig, shared: Arc<Shared>) -> Result<Self, TelemetryError> {
+        config.validate()?;
+        let stages = config.stage_thresholds.iter().cloned().collect();
+        Ok(TailEngine {
+            stages,
+            pending: HashMap::with_capacity(config.max_traces.min(4_096)),
+            order: VecDeque::new(),
+            decided: HashMap::with_capacity(config.decision_cache.min(4_096)),
+            decided_order: VecDeque::new(),
+            next_seq: 0,
+            spans: 0,
+            bytes: 0,
+            peak_traces: 0,
+            peak_spans: 0,
+            peak_bytes: 0,
+            config,
+            shared,
+        })
+    }
+
+    /// Counter values and buffer levels.
+    pub fn stats(&self) -> TailStats {
+        self.shared.atomics.snapshot()
+    }
+
+    /// A handle on the counters.
+    pub fn stats_handle(&self) -> TailStatsHandle {
+        TailStatsHandle(self.shared.clone())
+    }
+
+    /// The remembered decision for `trace_id`, if any.
+    pub fn decision_for(&self, trace_id: TraceId) -> Option<bool> {
+        self.decided.get(&trace_id).copied()
+    }
+
+    /// Take one ended span at time `now`. Kept spans (of this trace, when
+    /// this span decides it, or this span alone when its trace was already
+    /// kept) are passed to `out`.
+    pub fn ingest(&mut self, span: SpanData, now: Instant, out: &mut dyn FnMut(SpanData)) {
+        let shared = self.shared.clone();
+        let (a, m) = (&shared.atomics, &shared.metrics);
+        a.spans_seen.fetch_add(1, Ordering::Relaxed);
+        m.spans_seen.increment(1);
+        let trace_id = span.span_context.trace_id();
+        if let Some(&keep) = self.decided.get(&trace_id) {
+            if keep {
+                a.spans_kept.fetch_add(1, Ordering::Relaxed);
+                m.spans_kept.increment(1);
+                out(span);
+            } else {
+                a.spans_dropped_decision.fetch_add(1, Ordering::Relaxed);
+                a.spans_dropped_late.fetch_add(1, Ordering::Relaxed);
+                m.spans_dropped_late.increment(1);
+            }
+            return;
+        }
+        if !self.pending.contains_key(&trace_id) {
+            while self.pending.len() >= self.config.max_traces {
+                if !self.evict_oldest(out) {
+                    break;
+                }
+            }
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.pending.insert(
+                trace_id,
+                Pending {
+                    seq,
+                    first_seen: now,
+                    spans: Vec::new(),
+                    bytes: 0,
+                    error: false,
+                    force: false,
+                    slow_stage: false,
+                    root_duration: None,
+                    min_start: span.start_time,
+                    max_end: span.end_time,
+                },
+            );
+            self.order.push_back((trace_id, seq));
+            a.traces_seen.fetch_add(1, Ordering::Relaxed);
+            m.traces_seen.increment(1);
+            self.compact_order();
+        }
+        let is_root = span.parent_span_id == SpanId::INVALID || span.parent_span_is_remote;
+        let duration = span
+            .end_time
+            .duration_since(span.start_time)
+            .unwrap_or_default();
+        let force = self.config.honor_force && is_forced(&span.attributes);
+        let slow_stage = !self.stages.is_empty() && self.stage_is_slow(&span.attributes, duration);
+        let limit = self.config.max_spans_per_trace;
+        let Some(p) = self.pending.get_mut(&trace_id) else {
+            return;
+        };
+        p.error |= matches!(span.status, Status::Error { .. });
+        p.force |= force;
+        p.slow_stage |= slow_stage;
+        p.min_start = p.min_start.min(span.start_time);
+        p.max_end = p.max_end.max(span.end_time);
+        if is_root {
+            p.root_duration = Some(duration);
+        }
+        if p.spans.len() < limit {
+            let size = approx_size(&span);
+            p.bytes += size;
+            p.spans.push(span);
+            self.spans += 1;
+            self.bytes += size;
+        } else {
+            a.spans_dropped_span_limit.fetch_add(1, Ordering::Relaxed);
+            m.spans_dropped_span_limit.increment(1);
+        }
+        self.update_levels();
+        if is_root {
+            self.decide(trace_id, Trigger::Root, out);
+        }
+    }
+
+    /// Decide every trace whose decision wait has passed at `now`.
+    pub fn expire(&mut self, now: Instant, out: &mut dyn FnMut(SpanData)) {
+        while let Some(&(trace_id, seq)) = self.order.front() {
+            match self.pending.get(&trace_id) {
+                Some(p) if p.seq == seq => {
+                    if now.saturating_duration_since(p.first_seen) < self.config.decision_wait {
+                        break;
+                    }
+                    self.order.pop_front();
+                    self.decide(trace_id, Trigger::Timeout, out);
+                }
+                _ => {
+                    self.order.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Decide every buffered trace now (shutdown).
+    pub fn finish(&mut self, out: &mut dyn FnMut(SpanData)) {
+        while let Some((trace_id, seq)) = self.order.pop_front() {
+            if self.pending.get(&trace_id).is_some_and(|p| p.seq == seq) {
+                self.decide(trace_id, Trigger::Shutdown, out);
+            }
+        }
+    }
+
+    fn evict_oldest(&mut self, out: &mut dyn FnMut(SpanData)) -> bool {
+        while let Some((trace_id, seq)) = self.order.pop_front() {
+            if self.pending.get(&trace_id).is_some_and(|p| p.seq == seq) {
+                self.decide(trace_id, Trigger::MaxTraces, out);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drop stale order entries (traces decided by their root) so the
+    /// queue stays within twice the trace bound.
+    fn compact_order(&mut self) {
+        if self.order.len() > 2 * self.config.max_traces + 64 {
+            let pending = &self.pending;
+            self.order
+                .retain(|(id, seq)| pending.get(id).is_some_and(|p| p.seq == *seq));
+        }
+    }
+
+    fn stage_is_slow(&self, attributes: &[KeyValue], duration: Duration) -> bool {
+        attributes.iter().any(|kv| {
+            kv.key.as_str() == spanline::STAGE_NAME
+                && match &kv.value {
+                    Value::String(s) => self.stages.get(s.as_str()).is_some_and(|t| duration > *t),
+                    _ => false,
+                }
+        })
+    }
+
+    fn judge(&self, trace_id: TraceId, p: &Pending) -> TailDecision {
+        let c = &self.config;
+        if p.force {
+            return TailDecision::Keep(names::REASON_FORCE);
+        }
+        if c.keep_errors && p.error {
+            return TailDecision::Keep(names::REASON_ERROR);
+        }
+        if let Some(threshold) = c.latency_threshold {
+            let duration = p
+                .root_duration
+                .unwrap_or_else(|| p.max_end.duration_since(p.min_start).unwrap_or_default());
+            if duration > threshold {
+                return TailDecision::Keep(names::REASON_LATENCY);
+            }
+        }
+        if p.slow_stage {
+            return TailDecision::Keep(names::REASON_STAGE_LATENCY);
+        }
+        if c.rules.iter().any(|r| r.matches(&p.spans)) {
+            return TailDecision::Keep(names::REASON_RULE);
+        }
+        if baseline_ratio_keeps(trace_id, c.baseline_ratio) {
+            return TailDecision::Keep(names::REASON_BASELINE);
+        }
+        TailDecision::Drop
+    }
+
+    fn decide(&mut self, trace_id: TraceId, trigger: Trigger, out: &mut dyn FnMut(SpanData)) {
+        let Some(p) = self.pending.remove(&trace_id) else {
+            return;
+        };
+        let decision = self.judge(trace_id, &p);
+        self.spans -= p.spans.len();
+        self.bytes -= p.bytes;
+        let shared = self.shared.clone();
+        let (a, m) = (&shared.atomics, &shared.metrics);
+        match trigger {
+            Trigger::Root => {}
+            Trigger::MaxTraces => m.traces_evicted_max.increment(1),
+            Trigger::Timeout => m.traces_evicted_timeout.increment(1),
+            Trigger::Shutdown => m.traces_evicted_shutdown.increment(1),
+        }
+        if trigger != Trigger::Root {
+            a.traces_evicted.fetch_add(1, Ordering::Relaxed);
+        }
+        let n = p.spans.len() as u64;
+        match decision {
+            TailDecision::Keep(reason) => {
+                a.traces_kept.fetch_add(1, Ordering::Relaxed);
+                if let Some(i) = KEEP_REASONS.iter().position(|r| *r == reason) {
+                    m.traces_kept[i].increment(1);
+                }
+                a.spans_kept.fetch_add(n, Ordering::Relaxed);
+                m.spans_kept.increment(n);
+                for span in p.spans {
+                    out(span);
+                }
+            }
+            TailDecision::Drop => {
+                a.traces_dropped.fetch_add(1, Ordering::Relaxed);
+                m.traces_dropped.increment(1);
+                a.spans_dropped_decision.fetch_add(n, Ordering::Relaxed);
+                m.spans_dropped_decision.increment(n);
+            }
+        }
+        self.remember(trace_id, decision.is_keep());
+        self.update_levels();
+    }
+
+    fn remember(&mut self, trace_id: TraceId, keep: bool) {
+        if self.config.decision_cache == 0 {
+            return;
+        }
+        while self.decided.len() >= self.config.decision_cache {
+            match self.decided_order.pop_front() {
+                Some(old) => {
+                    self.decided.remove(&old);
+                }
+                None => break,
+            }
+        }
+        if self.decided.insert(trace_id, keep).is_none() {
+            self.decided_order.push_back(trace_id);
+        }
+    }
+
+    fn update_levels(&mut self) {
+        let traces = self.pending.len();
+        self.peak_traces = self.peak_traces.max(traces);
+        self.peak_spans = self.peak_spans.max(self.spans);
+        self.peak_bytes = self.peak_bytes.max(self.bytes);
+        let a = &self.shared.atomics;
+        a.buffered_traces.store(traces as u64, Ordering::Relaxed);
+        a.buffered_spans.store(self.spans as u64, Ordering::Relaxed);
+        a.buffered_bytes.store(self.bytes as u64, Ordering::Relaxed);
+        a.peak_traces
+            .store(self.peak_traces as u64, Ordering::Relaxed);
+        a.peak_spans
+            .store(self.peak_spans as u64, Ordering::Relaxed);
+        a.peak_bytes
+            .store(self.peak_bytes as u64, Ordering::Relaxed);
+        a.cached_decisions
+            .store(self.decided.len() as u64, Ordering::Relaxed);
+    }
+}
+
+fn is_forced(attributes: &[KeyValue]) -> bool {
+    attributes
+        .iter()
+        .any(|kv| kv.key.as_str() == names::FORCE && kv.value == Value::Bool(true))
+}
+
+/// Approximate heap and inline bytes of a buffered span: the struct, its
+/// attribute, event and link slots, and the text of string values and an
+/// owned name.
+pub(crate) fn approx_size(span: &SpanData) -> usize {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.as_str().len(),
+        _ => 0,
+    };
+    let attrs: usize = span
+        .attributes
+        .iter()
+        .map(|kv| std::mem::size_of::<KeyValue>() + text(&kv.value))
+        .sum();
+    let events: usize = span
+        .events
+        .iter()
+        .map(|e| {
+            std::mem::size_of::<opentelemetry::trace::Event>()
+                + e.attributes.len() * std::mem::size_of::<KeyValue>()
+        })
+        .sum();
+    let links = span.links.len() * std::mem::size_of::<opentelemetry::trace::Link>();
+    let name = match &span.name {
+        std::borrow::Cow::Owned(s) => s.len(),
+        std::borrow::Cow::Borrowed(_) => 0,
+    };
+    std::mem::size_of::<SpanData>() + attrs + events + links + name
+}
+
+enum Msg {
+    Span(Box<SpanData>),
+    Resource(Resource),
+    Flush(SyncSender<OTelSdkResult>),
+    Shutdown(Duration, SyncSender<OTelSdkResult>),
+}
+
+/// The tail-sampling span processor (see the [module docs](crate::sampling)).
+///
+/// Spans reach it only if the head sampler sampled them: run the head
+/// sampler at `always_on` (or a generous ratio) so the tail sees whole
+/// traces. Kept spans go to `downstream` on the worker thread; the
+/// downstream's `on_start` is not called (the batch processor and the
+/// recorder ignore it).
+///
+/// ```
+/// use std::time::Duration;
+/// use opentelemetry::trace::{Tracer, TracerProvider};
+/// use opentelemetry_sdk::trace::{SdkTracerProvider, SpanProcessor};
+/// use spanline_telemetry::SpanRecorder;
+/// use spanline_telemetry::sampling::{TailConfig, TailSamplingProcessor};
+///
+/// # fn main() -> Result<(), spanline_telemetry::TelemetryError> {
+/// let recorder = SpanRecorder::new(100);
+/// let tail = TailSamplingProcessor::new(
+///     TailConfig::new().latency_threshold(Duration::from_secs(2)),
+///     recorder.clone(),
+/// )?;
+/// let stats = tail.stats();
+/// let provider = SdkTracerProvider::builder().with_span_processor(tail).build();
+/// let tracer = provider.tracer("doc");
+/// tracer.in_span("fast request", |_| tracer.in_span("stage", |_| {}));
+/// provider.force_flush().expect("flushed");
+/// assert!(recorder.is_empty()); // fast and fine: not kept
+/// assert_eq!(stats.snapshot().traces_dropped, 1);
+/// # Ok(())
+/// # }
+/// ```
+pub struct TailSamplingProcessor {
+    tx: SyncSender<Msg>,
+    shared: Arc<Shared>,
+    is_shutdown: AtomicBool,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    config: TailConfig,
+}
+
+impl fmt::Debug for TailSamplingProcessor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TailSamplingProcessor")
+            .field("config", &self.config)
+            .field("stats", &self.shared.atomics.snapshot())
+            .finish()
+    }
+}
+
+impl TailSamplingProcessor {
+    /// Start the worker thread (`spanline-tail-sampler`) that decides and
+    /// forwards kept spans to `downstream`. The `metrics` counters are
+    /// registered with the recorder current at this call.
+    pub fn new<P: SpanProcessor + 'static>(
+        config: TailConfig,
+        downstream: P,
+    ) -> Result<Self, TelemetryError> {
+        let shared = Shared::new();
+        let engine = TailEngine::with_shared(config.clone(), shared.clone())?;
+        let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
+        let tick =
+            (config.decision_wait / 8).clamp(Duration::from_millis(1), Duration::from_millis(100));
+        let worker = std::thread::Builder::new()
+            .name("spanline-tail-sampler".into())
+            .spawn(move || worker_loop(engine, rx, downstream, tick))
+            .map_err(|e| TelemetryError::Worker {
+                what: "tail sampler",
+                reason: e.to_string(),
+            })?;
+        Ok(TailSamplingProcessor {
+            tx,
+            shared,
+            is_shutdown: AtomicBool::new(false),
+            worker: Mutex::new(Some(worker)),
+            config,
+        })
+    }
+
+    /// A handle on the counters, valid after the processor is moved into a
+    /// provider.
+    pub fn stats(&self) -> TailStatsHandle {
+        TailStatsHandle(self.shared.clone())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TailConfig {
+        &self.config
+    }
+
+    fn request(
+        &self,
+        operation: &'static str,
+        bound: Duration,
+        make: impl FnOnce(SyncSender<OTelSdkResult>) -> Msg,
+    ) -> OTelSdkResult {
+        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+        // The worker drains the queue continuously, so this send waits at
+        // most for one queue's worth of spans.
+        self.tx
+            .send(make(ack_tx))
+            .map_err(|_| OTelSdkError::AlreadyShutdown)?;
+        match ack_rx.recv_timeout(bound + GRACE) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(OTelSdkError::Timeout(bound + GRACE)),
+            Err(RecvTimeoutError::Disconnected) => Err(OTelSdkError::InternalFailure(format!(
+                "{operation}: the tail sampler worker stopped"
+            ))),
+        }
+    }
+}
+
+impl SpanProcessor for TailSamplingProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        match self.tx.try_send(Msg::Span(Box::new(span))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let s = &self.shared;
+                s.atomics.spans_seen.fetch_add(1, Ordering::Relaxed);
+                s.atomics
+                    .spans_dropped_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                s.metrics.spans_seen.increment(1);
+                s.metrics.spans_dropped_queue_full.increment(1);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                let s = &self.shared;
+                s.atomics.spans_seen.fetch_add(1, Ordering::Relaxed);
+                s.atomics
+                    .spans_dropped_shutdown
+                    .fetch_add(1, Ordering::Relaxed);
+                s.metrics.spans_seen.increment(1);
+                s.metrics.spans_dropped_shutdown.increment(1);
+            }
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        if self.is_shutdown.load(Ordering::Acquire) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        self.request("force_flush", Duration::from_secs(30), Msg::Flush)
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        if self.is_shutdown.swap(true, Ordering::AcqRel) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        let r = self.request("shutdown", timeout, |ack| Msg::Shutdown(timeout, ack));
+        let handle = match self.worker.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if r.is_ok()
+            && let Some(h) = handle
+        {
+            let _ = h.join();
+        }
+        r
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        let _ = self.tx.send(Msg::Resource(resource.clone()));
+    }
+}
+
+fn worker_loop<P: SpanProcessor>(
+    mut engine: TailEngine,
+    rx: mpsc::Receiver<Msg>,
+    mut downstream: P,
+    tick: Duration,
+) {
+    let mut next_expire = Instant::now() + tick;
+    loop {
+        let msg = rx.recv_timeout(tick);
+        let now = Instant::now();
+        match msg {
+            Ok(Msg::Span(span)) => engine.ingest(*span, now, &mut |s| downstream.on_end(s)),
+            Ok(Msg::Resource(r)) => downstream.set_resource(&r),
+            Ok(Msg::Flush(ack)) => {
+                engine.expire(now, &mut |s| downstream.on_end(s));
+                let _ = ack.send(downstream.force_flush());
+            }
+            Ok(Msg::Shutdown(timeout, ack)) => {
+                engine.finish(&mut |s| downstream.on_end(s));
+                let _ = ack.send(downstream.shutdown_with_timeout(timeout));
+                return;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                engine.finish(&mut |s| downstream.on_end(s));
+                let _ = downstream.shutdown_with_timeout(Duration::from_secs(5));
+                return;
+            }
+        }
+        if now >= next_expire {
+            engine.expire(now, &mut |s| downstream.on_end(s));
+            next_expire = now + tick;
+        }
+    }
+}
