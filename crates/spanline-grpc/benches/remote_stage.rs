@@ -1,0 +1,214 @@
+//! Traced remote stage vs raw tonic unary on loopback (current-thread
+//! runtime), and fan-out throughput over 1, 2 and 4 workers.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use futures_util::Stream;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+use spanline_core::{
+    RequestContext, Stage, StageDescriptor, StageError, StageKind, Telemetry, stage_fn,
+};
+use spanline_grpc::proto::stage_worker_client::StageWorkerClient;
+use spanline_grpc::proto::stage_worker_server::{StageWorker, StageWorkerServer};
+use spanline_grpc::proto::{GenerateChunk, RunRequest, RunResponse};
+use spanline_grpc::{PoolConfig, RemoteStage, Worker, WorkerChannel, WorkerPool};
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+
+/// The bare baseline: echoes the payload, no layers.
+#[derive(Clone)]
+struct RawEcho;
+
+#[tonic::async_trait]
+impl StageWorker for RawEcho {
+    async fn run(&self, r: Request<RunRequest>) -> Result<Response<RunResponse>, Status> {
+        Ok(Response::new(RunResponse {
+            payload: r.into_inner().payload,
+        }))
+    }
+    type GenerateStream = Pin<Box<dyn Stream<Item = Result<GenerateChunk, Status>> + Send>>;
+    async fn generate(
+        &self,
+        _: Request<RunRequest>,
+    ) -> Result<Response<Self::GenerateStream>, Status> {
+        Err(Status::unimplemented(""))
+    }
+}
+
+fn incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures_util::stream::unfold(listener, |l| async move {
+        let s = l.accept().await.map(|(s, _)| {
+            let _ = s.set_nodelay(true);
+            s
+        });
+        Some((s, l))
+    })
+}
+
+fn echo() -> impl Stage<Input = String, Output = String> {
+    stage_fn(
+        StageDescriptor::new("echo", StageKind::Custom),
+        |s: String, _| async move { Ok::<_, StageError>(s) },
+    )
+}
+
+fn work() -> impl Stage<Input = u64, Output = u64> {
+    stage_fn(
+        StageDescriptor::new("work", StageKind::Custom),
+        |n: u64, _| async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok::<_, StageError>(n)
+        },
+    )
+}
+
+fn telemetry() -> (Telemetry, SdkTracerProvider) {
+    // Sampled spans into a batch processor (what production does).
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(InMemorySpanExporter::default())
+        .build();
+    (Telemetry::from_provider(&provider), provider)
+}
+
+fn unary(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (telemetry, _provider) = telemetry();
+    let payload = "x".repeat(64);
+    let (raw, traced) = rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let raw_addr = l.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(StageWorkerServer::new(RawEcho))
+                .serve_with_incoming(incoming(l)),
+        );
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let worker = Worker::builder(telemetry.clone())
+            .stage_as("echo", echo())
+            .build();
+        tokio::spawn(worker.serve(l, std::future::pending()));
+        let raw = StageWorkerClient::new(
+            tonic::transport::Endpoint::from_shared(format!("http://{raw_addr}"))
+                .unwrap()
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .unwrap(),
+        );
+        let traced: RemoteStage<String, String> =
+            WorkerChannel::connect_lazy(&format!("http://{addr}"), telemetry.clone())
+                .unwrap()
+                .stage(StageDescriptor::new("echo", StageKind::Custom));
+        (raw, traced)
+    });
+    let mut g = c.benchmark_group("grpc_unary_loopback");
+    g.measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
+    g.bench_function("raw_tonic", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut raw = raw.clone();
+            let payload = serde_json::to_vec(&payload).unwrap();
+            async move {
+                raw.run(RunRequest {
+                    stage: "echo".into(),
+                    payload: payload.into(),
+                })
+                .await
+                .unwrap()
+            }
+        })
+    });
+    let ctx = RequestContext::new();
+    g.bench_function("traced_remote_stage", |b| {
+        b.to_async(&rt).iter(|| {
+            let traced = traced.clone();
+            let payload = payload.clone();
+            let ctx = ctx.clone();
+            async move { traced.run(payload, &ctx).await.unwrap() }
+        })
+    });
+    g.finish();
+}
+
+fn fan_out(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (telemetry, _provider) = telemetry();
+    let mut g = c.benchmark_group("grpc_fan_out");
+    g.measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(20);
+    const BATCH: usize = 32;
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for workers in [1usize, 2, 4] {
+        let remote: RemoteStage<u64, u64> = rt.block_on(async {
+            let mut uris = Vec::new();
+            for _ in 0..workers {
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                uris.push(format!("http://{}", l.local_addr().unwrap()));
+                // Each worker serves one call at a time (a model worker).
+                let worker = Worker::builder(Telemetry::disabled())
+                    .stage_as("work", Serial::new(work()))
+                    .build();
+                tokio::spawn(worker.serve(l, std::future::pending()));
+            }
+            WorkerPool::new(uris, telemetry.clone(), PoolConfig::default())
+                .unwrap()
+                .stage(StageDescriptor::new("work", StageKind::Custom))
+        });
+        let ctx = RequestContext::new();
+        g.bench_with_input(BenchmarkId::new("workers", workers), &workers, |b, _| {
+            b.to_async(&rt).iter(|| {
+                let remote = remote.clone();
+                let ctx = ctx.clone();
+                let telemetry = telemetry.clone();
+                async move {
+                    remote
+                        .fan_out(&telemetry, (0..BATCH as u64).collect(), &ctx)
+                        .await
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Serialises a stage's calls (one model instance per worker).
+struct Serial<S> {
+    stage: S,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl<S> Serial<S> {
+    fn new(stage: S) -> Self {
+        Serial {
+            stage,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: Stage> Stage for Serial<S> {
+    type Input = S::Input;
+    type Output = S::Output;
+    fn describe(&self) -> StageDescriptor {
+        self.stage.describe()
+    }
+    async fn run(&self, input: S::Input, ctx: &RequestContext) -> Result<S::Output, StageError> {
+        let _one = self.lock.lock().await;
+        self.stage.run(input, ctx).await
+    }
+}
+
+criterion_group!(benches, unary, fan_out);
+criterion_main!(benches);

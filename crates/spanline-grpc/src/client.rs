@@ -1,0 +1,293 @@
+//! The client tower layer: a CLIENT span per call with the RPC semantic
+//! conventions, the request context injected into the metadata, and the
+//! remaining deadline sent as `grpc-timeout`.
+//!
+//! The layer reads the caller's [`RequestContext`] from the
+//! `http::Request` extensions (tonic copies a `tonic::Request`'s extensions
+//! there): put it in with `request.extensions_mut().insert(ctx.clone())`.
+//! [`RemoteStage`](crate::RemoteStage) does this for you. Without one, the
+//! call starts a new trace.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{SpanBuilder, SpanKind};
+use spanline_core::semconv::{general, rpc, spanline};
+use spanline_core::{RequestContext, Telemetry, propagation};
+use tonic::Code;
+use tower::{Layer, Service};
+
+use crate::call::{CallRecord, MethodTable, Side, TracedBody, WORKER_METHODS};
+use crate::carrier::HeaderInjector;
+
+/// Adds a CLIENT span, propagation and `grpc-timeout` to every call through
+/// the wrapped channel. Build it once per channel (or per pool endpoint):
+/// it registers its duration histograms when built.
+#[derive(Clone, Debug)]
+pub struct ClientTraceLayer {
+    shared: Arc<ClientShared>,
+}
+
+#[derive(Debug)]
+struct ClientShared {
+    telemetry: Telemetry,
+    server: Option<(Cow<'static, str>, u16)>,
+    table: Arc<MethodTable>,
+    static_attributes: Vec<KeyValue>,
+}
+
+impl ClientTraceLayer {
+    /// A layer emitting through `telemetry`, knowing the worker protocol's
+    /// methods.
+    pub fn new(telemetry: Telemetry) -> Self {
+        ClientTraceLayerBuilder::new(telemetry).build()
+    }
+
+    /// Configure more (server address, extra known methods).
+    pub fn builder(telemetry: Telemetry) -> ClientTraceLayerBuilder {
+        ClientTraceLayerBuilder::new(telemetry)
+    }
+}
+
+/// Builds a [`ClientTraceLayer`].
+#[derive(Debug)]
+pub struct ClientTraceLayerBuilder {
+    telemetry: Telemetry,
+    server: Option<(Cow<'static, str>, u16)>,
+    methods: Vec<Cow<'static, str>>,
+}
+
+impl ClientTraceLayerBuilder {
+    fn new(telemetry: Telemetry) -> Self {
+        ClientTraceLayerBuilder {
+            telemetry,
+            server: None,
+            methods: WORKER_METHODS.iter().map(|m| Cow::Borrowed(*m)).collect(),
+        }
+    }
+
+    /// The peer's address and port (`server.address`, `server.port`).
+    pub fn server(mut self, address: impl Into<Cow<'static, str>>, port: u16) -> Self {
+        self.server = Some((address.into(), port));
+        self
+    }
+
+    /// A fully qualified method (`package.Service/Method`) to label as
+    /// itself; other methods are labelled `_OTHER` in the duration metric.
+    pub fn method(mut self, method: impl Into<Cow<'static, str>>) -> Self {
+        self.methods.push(method.into());
+        self
+    }
+
+    /// Build (registers the duration histograms with the current `metrics`
+    /// recorder).
+    pub fn build(self) -> ClientTraceLayer {
+        let mut static_attributes = vec![
+            KeyValue::new(rpc::SYSTEM_NAME, rpc::SYSTEM_GRPC),
+            KeyValue::new(spanline::SEGMENT_TYPE, rpc::SEGMENT_HOP),
+        ];
+        if let Some((address, port)) = &self.server {
+            static_attributes.push(KeyValue::new(general::SERVER_ADDRESS, address.to_string()));
+            static_attributes.push(KeyValue::new(general::SERVER_PORT, i64::from(*port)));
+        }
+        ClientTraceLayer {
+            shared: Arc::new(ClientShared {
+                table: Arc::new(MethodTable::new(Side::Client, &self.methods)),
+                telemetry: self.telemetry,
+                server: self.server,
+                static_attributes,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for ClientTraceLayer {
+    type Service = ClientTrace<S>;
+    fn layer(&self, inner: S) -> ClientTrace<S> {
+        ClientTrace {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service [`ClientTraceLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct ClientTrace<S> {
+    inner: S,
+    shared: Arc<ClientShared>,
+}
+
+impl<S> ClientTrace<S> {
+    /// The address this layer reports as `server.address`, if set.
+    pub fn server(&self) -> Option<(&str, u16)> {
+        self.shared.server.as_ref().map(|(a, p)| (a.as_ref(), *p))
+    }
+}
+
+/// Format a `grpc-timeout` value: at most 8 digits and a unit.
+pub(crate) fn grpc_timeout_value(timeout: Duration) -> String {
+    let micros = timeout.as_micros();
+    if micros < 100_000_000 {
+        // At least 1 µs: `0u` would be an already-expired deadline.
+        format!("{}u", micros.max(1))
+    } else if timeout.as_millis() < 100_000_000 {
+        format!("{}m", timeout.as_millis())
+    } else {
+        format!("{}S", timeout.as_secs().min(99_999_999))
+    }
+}
+
+/// Parse a `grpc-timeout` value (hostile input: `None` when malformed).
+pub(crate) fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        [b'H'] => Duration::from_secs(n.checked_mul(3600)?),
+        [b'M'] => Duration::from_secs(n.checked_mul(60)?),
+        [b'S'] => Duration::from_secs(n),
+        [b'm'] => Duration::from_millis(n),
+        [b'u'] => Duration::from_micros(n),
+        [b'n'] => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+impl<S, B, RB> Service<Request<B>> for ClientTrace<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+{
+    type Response = Response<TracedBody<RB>>;
+    type Error = S::Error;
+    type Future = ClientFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let shared = &self.shared;
+        let parent = req.extensions().get::<RequestContext>().cloned();
+        let parent = parent.unwrap_or_default();
+        let (method, index) = shared.table.lookup(req.uri().path());
+        let record = if shared.telemetry.is_enabled() {
+            let mut attributes = shared.static_attributes.clone();
+            attributes.push(KeyValue::new(rpc::METHOD, method.clone()));
+            let builder = SpanBuilder::from_name(method)
+                .with_kind(SpanKind::Client)
+                .with_attributes(attributes);
+            let call = parent.start_span(&shared.telemetry, builder);
+            propagation::inject(&call, &mut HeaderInjector(req.headers_mut()));
+            Some(CallRecord::new(
+                call,
+                Side::Client,
+                shared.table.clone(),
+                index,
+            ))
+        } else {
+            propagation::inject(&parent, &mut HeaderInjector(req.headers_mut()));
+            None
+        };
+        if let Some(remaining) = parent.remaining()
+            && !req.headers().contains_key(rpc::GRPC_TIMEOUT)
+            && let Ok(v) = HeaderValue::try_from(grpc_timeout_value(remaining))
+        {
+            req.headers_mut().insert(rpc::GRPC_TIMEOUT, v);
+        }
+        ClientFuture {
+            inner: self.inner.call(req),
+            record,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`ClientTrace`].
+    pub struct ClientFuture<F> {
+        #[pin]
+        inner: F,
+        record: Option<CallRecord>,
+    }
+}
+
+impl<F> std::fmt::Debug for ClientFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, RB, E> Future for ClientFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<TracedBody<RB>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(response)) => {
+                let mut record = this.record.take();
+                if let Some(r) = record.as_mut() {
+                    r.on_headers(response.headers());
+                }
+                Poll::Ready(Ok(response.map(|body| TracedBody::new(body, record))))
+            }
+            Poll::Ready(Err(e)) => {
+                // The transport failed (connection refused or lost).
+                if let Some(mut r) = this.record.take() {
+                    r.finish(Code::Unavailable);
+                }
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_round_trips() {
+        for d in [
+            Duration::from_micros(1),
+            Duration::from_millis(250),
+            Duration::from_secs(90),
+            Duration::from_secs(200_000),
+        ] {
+            let v = grpc_timeout_value(d);
+            assert!(v.len() <= 9, "{v}");
+            let back = parse_grpc_timeout(v.as_bytes()).expect("parses");
+            assert!(
+                back <= d && d - back < Duration::from_secs(1),
+                "{d:?} {back:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_grpc_timeout_is_rejected() {
+        for v in [
+            &b""[..],
+            b"u",
+            b"123456789u",
+            b"12x",
+            b"-1S",
+            b"99999999H",
+            "1\u{e9}".as_bytes(),
+        ] {
+            let parsed = parse_grpc_timeout(v);
+            assert!(parsed.is_none() || v == b"99999999H", "{v:?}");
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The server tower layer: extracts the caller's context, opens a SERVER
+//! span, records the gRPC status, and hands the handler a
+//! [`RequestContext`] in the request extensions.
+//!
+//! Two trust modes ([`EdgeMode`]):
+//!
+//! - [`EdgeMode::Trusted`] (default, for calls between your own services):
+//!   the SERVER span continues the caller's trace and the request
+//!   attributes travel on from the inbound baggage.
+//! - [`EdgeMode::Untrusted`] (for a port reachable by callers you do not
+//!   control): the SERVER span starts a new trace with a *link* to the
+//!   inbound context (so the caller's trace can still be found), and the
+//!   inbound baggage is dropped, so a caller cannot inject user ids or
+//!   metadata into your spans or force its sampling decision on you.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Link, SpanBuilder, SpanKind};
+use spanline_core::semconv::rpc;
+use spanline_core::{RequestContext, Telemetry, propagation};
+use tonic::Code;
+use tower::{Layer, Service};
+
+use crate::call::{CallRecord, MethodTable, Side, TracedBody, WORKER_METHODS};
+use crate::carrier::HeaderExtractor;
+use crate::client::parse_grpc_timeout;
+
+/// Whether the server trusts its callers' trace context and baggage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EdgeMode {
+    /// Continue the caller's trace; keep its request attributes.
+    #[default]
+    Trusted,
+    /// Start a new root linked to the caller's context; drop its baggage.
+    Untrusted,
+}
+
+/// Extracts context and opens a SERVER span per call. Build it once per
+/// server: it registers its duration histograms when built.
+#[derive(Clone, Debug)]
+pub struct ServerTraceLayer {
+    shared: Arc<ServerShared>,
+}
+
+#[derive(Debug)]
+struct ServerShared {
+    telemetry: Telemetry,
+    edge: EdgeMode,
+    table: Arc<MethodTable>,
+}
+
+impl ServerTraceLayer {
+    /// A trusted-edge layer emitting through `telemetry`, knowing the worker
+    /// protocol's methods.
+    pub fn new(telemetry: Telemetry) -> Self {
+        ServerTraceLayerBuilder::new(telemetry).build()
+    }
+
+    /// Configure more (edge mode, extra known methods).
+    pub fn builder(telemetry: Telemetry) -> ServerTraceLayerBuilder {
+        ServerTraceLayerBuilder::new(telemetry)
+    }
+}
+
+/// Builds a [`ServerTraceLayer`].
+#[derive(Debug)]
+pub struct ServerTraceLayerBuilder {
+    telemetry: Telemetry,
+    edge: EdgeMode,
+    methods: Vec<Cow<'static, str>>,
+}
+
+impl ServerTraceLayerBuilder {
+    fn new(telemetry: Telemetry) -> Self {
+        ServerTraceLayerBuilder {
+            telemetry,
+            edge: EdgeMode::Trusted,
+            methods: WORKER_METHODS.iter().map(|m| Cow::Borrowed(*m)).collect(),
+        }
+    }
+
+    /// Set the trust mode.
+    pub fn edge(mut self, edge: EdgeMode) -> Self {
+        self.edge = edge;
+        self
+    }
+
+    /// A fully qualified method (`package.Service/Method`) this server
+    /// serves. Calls to methods not listed are named and labelled `_OTHER`
+    /// (a hostile path must not create a metric series).
+    pub fn method(mut self, method: impl Into<Cow<'static, str>>) -> Self {
+        self.methods.push(method.into());
+        self
+    }
+
+    /// Build (registers the duration histograms with the current `metrics`
+    /// recorder).
+    pub fn build(self) -> ServerTraceLayer {
+        ServerTraceLayer {
+            shared: Arc::new(ServerShared {
+                table: Arc::new(MethodTable::new(Side::Server, &self.methods)),
+                telemetry: self.telemetry,
+                edge: self.edge,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for ServerTraceLayer {
+    type Service = ServerTrace<S>;
+    fn layer(&self, inner: S) -> ServerTrace<S> {
+        ServerTrace {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service [`ServerTraceLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct ServerTrace<S> {
+    inner: S,
+    shared: Arc<ServerShared>,
+}
+
+/// The context a server handler should use: the one the server layer put
+/// in the request extensions, or (without the layer) one extracted from the
+/// metadata directly.
+pub fn request_context<T>(request: &tonic::Request<T>) -> RequestContext {
+    match request.extensions().get::<RequestContext>() {
+        Some(ctx) => ctx.clone(),
+        None => crate::carrier::extract_metadata(request.metadata()).into_context(),
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for ServerTrace<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+{
+    type Response = Response<TracedBody<RB>>;
+    type Error = S::Error;
+    type Future = ServerFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let shared = &self.shared;
+        let extracted = propagation::extract(&HeaderExtractor::new(req.headers()));
+        let inbound = extracted.parent.clone();
+        let mut ctx = match shared.edge {
+            EdgeMode::Trusted => extracted.into_context(),
+            EdgeMode::Untrusted => RequestContext::new(),
+        }
+        .with_content_capture(shared.telemetry.captures_content());
+        if let Some(timeout) = req
+            .headers()
+            .get(rpc::GRPC_TIMEOUT)
+            .and_then(|v| parse_grpc_timeout(v.as_bytes()))
+        {
+            ctx = ctx.with_timeout(timeout);
+        }
+        let (method, index) = shared.table.lookup(req.uri().path());
+        let record = if shared.telemetry.is_enabled() {
+            let mut attributes = vec![
+                KeyValue::new(rpc::SYSTEM_NAME, rpc::SYSTEM_GRPC),
+                KeyValue::new(rpc::METHOD, method.clone()),
+            ];
+            let mut builder = SpanBuilder::from_name(method).with_kind(SpanKind::Server);
+            if shared.edge == EdgeMode::Untrusted {
+                attributes.push(KeyValue::new(rpc::UNTRUSTED_EDGE, true));
+                if let Some(parent) = inbound {
+                    builder = builder.with_links(vec![Link::with_context(parent)]);
+                }
+            }
+            let call = ctx.start_span(&shared.telemetry, builder.with_attributes(attributes));
+            ctx = call.clone();
+            Some(CallRecord::new(
+                call,
+                Side::Server,
+                shared.table.clone(),
+                index,
+            ))
+        } else {
+            None
+        };
+        req.extensions_mut().insert(ctx);
+        ServerFuture {
+            inner: self.inner.call(req),
+            record,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`ServerTrace`]. Dropped before the response
+    /// (the client went away), the SERVER span ends as `CANCELLED`.
+    pub struct ServerFuture<F> {
+        #[pin]
+        inner: F,
+        record: Option<CallRecord>,
+    }
+}
+
+impl<F> std::fmt::Debug for ServerFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, RB, E> Future for ServerFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<TracedBody<RB>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(response)) => {
+                let mut record = this.record.take();
+                if let Some(r) = record.as_mut() {
+                    r.on_headers(response.headers());
+                }
+                Poll::Ready(Ok(response.map(|body| TracedBody::new(body, record))))
+            }
+            Poll::Ready(Err(e)) => {
+                if let Some(mut r) = this.record.take() {
+                    r.finish(Code::Internal);
+                }
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! The worker side: a registry of named, type-erased stages served through
+//! `spanline.worker.v1.StageWorker`.
+//!
+//! Payloads are JSON (`serde_json`): the worker decodes a stage's input from
+//! `RunRequest.payload` and encodes its output into `RunResponse.payload`
+//! (or one `GenerateChunk.payload` per streamed item). A payload that does
+//! not decode is `INVALID_ARGUMENT` with a content-free message (position
+//! only, never a payload fragment).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::{Stream, StreamExt};
+use opentelemetry::KeyValue;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use spanline_core::semconv::rpc;
+use spanline_core::{Pipeline, RequestContext, Stage, StageError, Telemetry};
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+
+use crate::GrpcError;
+use crate::proto::stage_worker_server::{StageWorker, StageWorkerServer};
+use crate::proto::{GenerateChunk, RunRequest, RunResponse};
+use crate::server::{EdgeMode, ServerTraceLayer, request_context};
+use crate::status::{to_status, truncate};
+
+/// Default largest message a worker or client accepts or sends (4 MiB,
+/// tonic's default).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
+/// A stream of encoded items from a streaming stage.
+type ByteStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>, StageError>> + Send + 'static>>;
+
+#[async_trait]
+trait ErasedStage: Send + Sync {
+    async fn run(&self, payload: &[u8], ctx: &RequestContext) -> Result<Vec<u8>, StageError>;
+}
+
+trait ErasedStream: Send + Sync {
+    fn open(&self, payload: &[u8], ctx: RequestContext) -> Result<ByteStream, StageError>;
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(payload: &[u8], what: &str) -> Result<T, StageError> {
+    serde_json::from_slice(payload).map_err(|e| {
+        // serde_json's message may quote the payload: keep the position only.
+        StageError::invalid_input(format!(
+            "{what} is not valid JSON for its type (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+struct JsonStage<S>(S);
+
+#[async_trait]
+impl<S> ErasedStage for JsonStage<S>
+where
+    S: Stage,
+    S::Input: DeserializeOwned,
+    S::Output: Serialize,
+{
+    async fn run(&self, payload: &[u8], ctx: &RequestContext) -> Result<Vec<u8>, StageError> {
+        let input: S::Input = decode(payload, "the payload")?;
+        let output = self.0.run(input, ctx).await?;
+        serde_json::to_vec(&output)
+            .map_err(|_| StageError::invalid_output("the stage output cannot be encoded as JSON"))
+    }
+}
+
+struct JsonStream<F, I>(F, std::marker::PhantomData<fn(I)>);
+
+impl<F, I, O, St> ErasedStream for JsonStream<F, I>
+where
+    F: Fn(I, RequestContext) -> St + Send + Sync,
+    I: DeserializeOwned,
+    O: Serialize,
+    St: Stream<Item = Result<O, StageError>> + Send + 'static,
+{
+    fn open(&self, payload: &[u8], ctx: RequestContext) -> Result<ByteStream, StageError> {
+        let input: I = decode(payload, "the payload")?;
+        Ok(Box::pin((self.0)(input, ctx).map(|item| {
+            item.and_then(|o| {
+                serde_json::to_vec(&o).map_err(|_| {
+                    StageError::invalid_output("a streamed item cannot be encoded as JSON")
+                })
+            })
+        })))
+    }
+}
+
+/// A worker process's stages, served over gRPC.
+///
+/// ```no_run
+/// # use spanline_core::{stage_fn, StageDescriptor, StageKind, StageError, Telemetry};
+/// # use spanline_grpc::Worker;
+/// # async fn demo() -> Result<(), spanline_grpc::GrpcError> {
+/// let upper = stage_fn(StageDescriptor::new("upper", StageKind::Custom), |s: String, _ctx| async move {
+///     Ok::<_, StageError>(s.to_uppercase())
+/// });
+/// let worker = Worker::builder(Telemetry::global()).stage(upper).build();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// worker.serve(listener, std::future::pending()).await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Worker {
+    stages: Arc<HashMap<String, Arc<dyn ErasedStage>>>,
+    streams: Arc<HashMap<String, Arc<dyn ErasedStream>>>,
+    layer: ServerTraceLayer,
+    max_message_size: usize,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("stages", &self.stages.keys().collect::<Vec<_>>())
+            .field("streams", &self.streams.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Builds a [`Worker`].
+pub struct WorkerBuilder {
+    telemetry: Telemetry,
+    edge: EdgeMode,
+    stages: HashMap<String, Arc<dyn ErasedStage>>,
+    streams: HashMap<String, Arc<dyn ErasedStream>>,
+    max_message_size: usize,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder").finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Start building a worker that emits through `telemetry`.
+    pub fn builder(telemetry: Telemetry) -> WorkerBuilder {
+        WorkerBuilder {
+            telemetry,
+            edge: EdgeMode::Trusted,
+            stages: HashMap::new(),
+            streams: HashMap::new(),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        }
+    }
+
+    /// The tonic service (for mounting on your own `Server`; add
+    /// [`Worker::layer`] to it as well).
+    pub fn into_service(self) -> StageWorkerServer<Worker> {
+        let size = self.max_message_size;
+        StageWorkerServer::new(self)
+            .max_decoding_message_size(size)
+            .max_encoding_message_size(size)
+    }
+
+    /// The server layer this worker was built with.
+    pub fn layer(&self) -> ServerTraceLayer {
+        self.layer.clone()
+    }
+
+    /// Serve on `listener` until `shutdown` completes, then drain calls in
+    /// flight. Accepted connections get `TCP_NODELAY`.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), GrpcError> {
+        let layer = self.layer();
+        let incoming = futures_util::stream::unfold(listener, |listener| async move {
+            let next = listener.accept().await.map(|(stream, _)| {
+                // serve_with_incoming ignores Server::tcp_nodelay.
+                let _ = stream.set_nodelay(true);
+                stream
+            });
+            Some((next, listener))
+        });
+        tonic::transport::Server::builder()
+            .layer(layer)
+            .add_service(self.into_service())
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+            .map_err(GrpcError::Transport)
+    }
+}
+
+impl WorkerBuilder {
+    /// Host `stage` under its descriptor's name, instrumented: each call
+    /// runs as a one-step pipeline (an `invoke_workflow {name}` span and the
+    /// stage span under the SERVER span, plus the stage histograms). The
+    /// request deadline applies.
+    pub fn stage<S>(self, stage: S) -> Self
+    where
+        S: Stage + 'static,
+        S::Input: DeserializeOwned,
+        S::Output: Serialize,
+    {
+        let name = stage.describe().name.into_owned();
+        let pipeline = Pipeline::builder(name.clone())
+            .telemetry(self.telemetry.clone())
+            .then(stage)
+            .build();
+        self.stage_as(name, pipeline)
+    }
+
+    /// Host `stage` under `name` as it is (no extra instrumentation: use
+    /// this for a [`Pipeline`], which instruments itself).
+    pub fn stage_as<S>(mut self, name: impl Into<String>, stage: S) -> Self
+    where
+        S: Stage + 'static,
+        S::Input: DeserializeOwned,
+        S::Output: Serialize,
+    {
+        self.stages.insert(name.into(), Arc::new(JsonStage(stage)));
+        self
+    }
+
+    /// Host a streaming stage (served by `Generate`): `open` turns an input
+    /// and the request context into a stream of items.
+    pub fn stream<I, O, F, St>(mut self, name: impl Into<String>, open: F) -> Self
+    where
+        F: Fn(I, RequestContext) -> St + Send + Sync + 'static,
+        I: DeserializeOwned + 'static,
+        O: Serialize + 'static,
+        St: Stream<Item = Result<O, StageError>> + Send + 'static,
+    {
+        self.streams.insert(
+            name.into(),
+            Arc::new(JsonStream(open, std::marker::PhantomData)),
+        );
+        self
+    }
+
+    /// The trust mode of the server layer (default [`EdgeMode::Trusted`]).
+    pub fn edge(mut self, edge: EdgeMode) -> Self {
+        self.edge = edge;
+        self
+    }
+
+    /// The largest message accepted or sent (default 4 MiB). A larger
+    /// request is refused with `OUT_OF_RANGE` before the stage runs.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Build (registers histograms with the current `metrics` recorder).
+    pub fn build(self) -> Worker {
+        Worker {
+            layer: ServerTraceLayer::builder(self.telemetry)
+                .edge(self.edge)
+                .build(),
+            stages: Arc::new(self.stages),
+            streams: Arc::new(self.streams),
+            max_message_size: self.max_message_size,
+        }
+    }
+}
+
+fn unknown_stage(name: &str) -> Status {
+    Status::not_found(format!(
+        "no stage named `{}` on this worker",
+        truncate(name, 64).escape_default()
+    ))
+}
+
+#[async_trait]
+impl StageWorker for Worker {
+    async fn run(&self, request: Request<RunRequest>) -> Result<Response<RunResponse>, Status> {
+        let ctx = request_context(&request);
+        let capture = ctx.captures_content();
+        let req = request.into_inner();
+        let Some(stage) = self.stages.get(&req.stage) else {
+            return Err(unknown_stage(&req.stage));
+        };
+        ctx.set_attribute(KeyValue::new(rpc::WORKER_STAGE, req.stage.clone()));
+        if ctx.is_expired() {
+            return Err(to_status(&StageError::deadline_exceeded(), capture));
+        }
+        match stage.run(&req.payload, &ctx).await {
+            Ok(payload) => Ok(Response::new(RunResponse {
+                payload: payload.into(),
+            })),
+            Err(e) => Err(to_status(&e, capture)),
+        }
+    }
+
+    type GenerateStream =
+        Pin<Box<dyn Stream<Item = Result<GenerateChunk, Status>> + Send + 'static>>;
+
+    async fn generate(
+        &self,
+        request: Request<RunRequest>,
+    ) -> Result<Response<Self::GenerateStream>, Status> {
+        let ctx = request_context(&request);
+        let capture = ctx.captures_content();
+        let req = request.into_inner();
+        let Some(stream) = self.streams.get(&req.stage) else {
+            return Err(unknown_stage(&req.stage));
+        };
+        ctx.set_attribute(KeyValue::new(rpc::WORKER_STAGE, req.stage.clone()));
+        let items = stream
+            .open(&req.payload, ctx)
+            .map_err(|e| to_status(&e, capture))?;
+        Ok(Response::new(Box::pin(items.map(move |item| match item {
+            Ok(payload) => Ok(GenerateChunk {
+                payload: payload.into(),
+            }),
+            Err(e) => Err(to_status(&e, capture)),
+        }))))
+    }
+}
