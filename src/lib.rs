@@ -34,6 +34,7 @@
 //! |---|---|
 //! | `telemetry` (default) | [`telemetry`]: the SDK installer — OTLP and console exporters, samplers, Prometheus, the in-memory span recorder |
 //! | `otlp` | OTLP export (part of `telemetry`; named for clarity) |
+//! | `grpc` | `spanline::grpc`: metadata carriers, client/server tower layers, remote stage workers and pools |
 //! | `full` | everything |
 
 #[doc(inline)]
@@ -42,6 +43,10 @@ pub use spanline_core as core;
 #[cfg(feature = "telemetry")]
 #[doc(inline)]
 pub use spanline_telemetry as telemetry;
+
+#[cfg(feature = "grpc")]
+#[doc(inline)]
+pub use spanline_grpc as grpc;
 
 #[doc(inline)]
 pub use spanline_core::{
