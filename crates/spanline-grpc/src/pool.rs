@@ -32,7 +32,9 @@ use tower::{Service, ServiceExt};
 
 use crate::GrpcError;
 use crate::client::ClientTraceLayer;
-use crate::remote::{Failover, RemoteStage, Transport, WorkerChannel, endpoint, host_port, traced};
+use crate::remote::{
+    Failover, Liveness, RemoteStage, Transport, WorkerChannel, endpoint, host_port, traced,
+};
 use crate::worker::DEFAULT_MAX_MESSAGE_SIZE;
 
 /// Pool settings.
@@ -49,6 +51,16 @@ pub struct PoolConfig {
     pub buffer: usize,
     /// The largest message (default 4 MiB).
     pub max_message_size: usize,
+    /// How long connecting to a worker may take (default 2 s); a timeout
+    /// fails the attempt `UNAVAILABLE` and ejects the endpoint.
+    pub connect_timeout: Duration,
+    /// HTTP/2 keepalive pings while calls are in flight (default every
+    /// 10 s; `None` disables them). They detect a worker whose host vanished
+    /// without closing the connection (no FIN or RST ever arrives).
+    pub keep_alive_interval: Option<Duration>,
+    /// How long a keepalive ping may go unanswered before the connection is
+    /// closed and its calls fail `UNAVAILABLE` (default 10 s).
+    pub keep_alive_timeout: Duration,
 }
 
 impl Default for PoolConfig {
@@ -59,6 +71,9 @@ impl Default for PoolConfig {
             retry_budget: None,
             buffer: 1024,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            connect_timeout: Liveness::default().connect_timeout,
+            keep_alive_interval: Liveness::default().keep_alive_interval,
+            keep_alive_timeout: Liveness::default().keep_alive_timeout,
         }
     }
 }
@@ -183,8 +198,13 @@ impl WorkerPool {
             total: uris.len(),
             ejected: AtomicUsize::new(0),
         });
+        let liveness = Liveness {
+            connect_timeout: config.connect_timeout,
+            keep_alive_interval: config.keep_alive_interval,
+            keep_alive_timeout: config.keep_alive_timeout,
+        };
         for uri in &uris {
-            let endpoint = endpoint(uri)?;
+            let endpoint = endpoint(uri, liveness)?;
             let (host, port) = host_port(&endpoint);
             let layer = ClientTraceLayer::builder(telemetry.clone())
                 .server(host.clone(), port)

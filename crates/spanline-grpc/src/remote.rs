@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -78,10 +79,41 @@ pub(crate) fn host_port(endpoint: &Endpoint) -> (String, u16) {
     (host, port)
 }
 
-pub(crate) fn endpoint(uri: &str) -> Result<Endpoint, GrpcError> {
-    Ok(Endpoint::from_shared(uri.to_owned())
+/// How a connection notices that its worker is gone.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Liveness {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) keep_alive_interval: Option<Duration>,
+    pub(crate) keep_alive_timeout: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            connect_timeout: Duration::from_secs(2),
+            keep_alive_interval: Some(Duration::from_secs(10)),
+            keep_alive_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// An endpoint with `TCP_NODELAY`, a connect timeout, TCP keepalive, and
+/// HTTP/2 keepalive pings while calls are in flight (a worker whose host
+/// vanished without closing the connection is detected within
+/// interval + timeout, and its calls fail `UNAVAILABLE`).
+pub(crate) fn endpoint(uri: &str, liveness: Liveness) -> Result<Endpoint, GrpcError> {
+    let endpoint = Endpoint::from_shared(uri.to_owned())
         .map_err(|_| GrpcError::InvalidEndpoint(uri.to_owned()))?
-        .tcp_nodelay(true))
+        .tcp_nodelay(true)
+        .connect_timeout(liveness.connect_timeout)
+        .tcp_keepalive(Some(Duration::from_secs(30)));
+    Ok(match liveness.keep_alive_interval {
+        Some(interval) => endpoint
+            .http2_keep_alive_interval(interval)
+            .keep_alive_timeout(liveness.keep_alive_timeout)
+            .keep_alive_while_idle(false),
+        None => endpoint,
+    })
 }
 
 pub(crate) fn traced(channel: Channel, layer: ClientTraceLayer) -> Transport {
@@ -96,9 +128,11 @@ pub(crate) fn traced(channel: Channel, layer: ClientTraceLayer) -> Transport {
 impl WorkerChannel {
     /// A traced channel to the worker at `uri` (`http://host:port`),
     /// connecting on first use. The CLIENT spans carry `server.address` and
-    /// `server.port` from the URI.
+    /// `server.port` from the URI. Connection settings are
+    /// [`PoolConfig`](crate::PoolConfig)'s defaults (2 s connect timeout,
+    /// HTTP/2 keepalive pings every 10 s during calls, 10 s ping timeout).
     pub fn connect_lazy(uri: &str, telemetry: Telemetry) -> Result<Self, GrpcError> {
-        let endpoint = endpoint(uri)?;
+        let endpoint = endpoint(uri, Liveness::default())?;
         let (host, port) = host_port(&endpoint);
         let layer = ClientTraceLayer::builder(telemetry)
             .server(host.clone(), port)

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use futures_util::{Stream, StreamExt};
@@ -19,7 +20,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use spanline_core::semconv::rpc;
 use spanline_core::{Pipeline, RequestContext, Stage, StageError, Telemetry};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Request, Response, Status};
 
 use crate::GrpcError;
@@ -167,19 +171,32 @@ impl Worker {
 
     /// Serve on `listener` until `shutdown` completes, then drain calls in
     /// flight. Accepted connections get `TCP_NODELAY`.
+    ///
+    /// The connections are tied to this future: dropping it (or aborting
+    /// the task running it) closes every connection it accepted at once, so
+    /// callers see the connection drop (`UNAVAILABLE`, and a pool fails over)
+    /// and the calls in flight are cancelled on the worker. tonic runs each
+    /// connection in its own task, which would otherwise outlive the server.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), GrpcError> {
         let layer = self.layer();
-        let incoming = futures_util::stream::unfold(listener, |listener| async move {
-            let next = listener.accept().await.map(|(stream, _)| {
-                // serve_with_incoming ignores Server::tcp_nodelay.
-                let _ = stream.set_nodelay(true);
-                stream
-            });
-            Some((next, listener))
+        let alive = CancellationToken::new();
+        // Cancels every accepted connection when this future is dropped
+        // (after a graceful shutdown they are already closed).
+        let _tie = alive.clone().drop_guard();
+        let incoming = futures_util::stream::unfold(listener, move |listener| {
+            let alive = alive.clone();
+            async move {
+                let next = listener.accept().await.map(|(stream, _)| {
+                    // serve_with_incoming ignores Server::tcp_nodelay.
+                    let _ = stream.set_nodelay(true);
+                    Tied::new(stream, alive)
+                });
+                Some((next, listener))
+            }
         });
         tonic::transport::Server::builder()
             .layer(layer)
@@ -187,6 +204,89 @@ impl Worker {
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .map_err(GrpcError::Transport)
+    }
+}
+
+/// An accepted connection that fails its reads and writes once the server
+/// that accepted it is gone (hyper then drops it, closing the socket).
+struct Tied {
+    io: TcpStream,
+    gone: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Tied {
+    fn new(io: TcpStream, alive: CancellationToken) -> Self {
+        Tied {
+            io,
+            gone: Box::pin(alive.cancelled_owned()),
+        }
+    }
+
+    /// Registers the waker; an error once the server is gone.
+    fn check(&mut self, cx: &mut Context<'_>) -> Result<(), std::io::Error> {
+        match self.gone.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the worker stopped",
+            )),
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
+impl AsyncRead for Tied {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        this.check(cx)?;
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Tied {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.check(cx)?;
+        Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.check(cx)?;
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        this.check(cx)?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl Connected for Tied {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.io.connect_info()
     }
 }
 

@@ -1,13 +1,18 @@
-//! Fan-out over three workers; failover when a worker is stopped mid-call.
+//! Fan-out over three workers; failover when a worker is stopped mid-call;
+//! aborting a worker's server closes its connections.
 
 mod common;
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use opentelemetry::trace::SpanKind;
-use spanline_core::{RequestContext, Stage, StageDescriptor, StageError, StageKind, stage_fn};
-use spanline_grpc::{PoolConfig, RemoteStage, Worker, WorkerPool};
+use opentelemetry::trace::{SpanBuilder, SpanKind};
+use spanline_core::{
+    ErrorKind, RequestContext, Stage, StageDescriptor, StageError, StageKind, stage_fn,
+};
+use spanline_grpc::{PoolConfig, RemoteStage, Worker, WorkerChannel, WorkerPool};
 use spanline_testkit::{SpanDataExt, TestTelemetry};
 
 fn square() -> impl Stage<Input = u64, Output = u64> {
@@ -76,21 +81,48 @@ async fn fan_out_over_three_workers_with_correct_parents() {
     assert!(ports.len() >= 2, "the balancer spread the batch: {ports:?}");
 }
 
+/// A stage that never finishes (within the test), counting its calls.
+fn hang(started: Arc<AtomicUsize>) -> impl Stage<Input = u64, Output = u64> {
+    stage_fn(
+        StageDescriptor::new("square", StageKind::Custom),
+        move |n: u64, _| {
+            started.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok::<_, StageError>(n)
+            }
+        },
+    )
+}
+
+/// Wait (generously) until `started` reaches `n`.
+async fn wait_for(started: &AtomicUsize, n: usize) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while started.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the worker received the call");
+}
+
+const RUN: &str = "spanline.worker.v1.StageWorker/Run";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "hangs: calls in flight on a killed worker do not fail over yet (under investigation)"]
 async fn stopped_worker_fails_over() {
     let t = TestTelemetry::new();
-    let hang = stage_fn(
-        StageDescriptor::new("square", StageKind::Custom),
-        |n: u64, _| async move {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            Ok::<_, StageError>(n)
-        },
-    );
-    let doomed =
-        common::start(t.build(|| Worker::builder(t.telemetry()).stage(hang).build())).await;
+    let started = Arc::new(AtomicUsize::new(0));
+    // The doomed worker runs like another process (its own runtime and
+    // thread): killing it drops every socket, as process death would.
+    let doomed = common::start_isolated(t.build(|| {
+        Worker::builder(t.telemetry())
+            .stage(hang(started.clone()))
+            .build()
+    }));
+    let doomed_port = i64::from(doomed.addr.port());
     let healthy =
         common::start(t.build(|| Worker::builder(t.telemetry()).stage(square()).build())).await;
+    let healthy_port = i64::from(healthy.addr.port());
     // A third endpoint nobody listens on (unreachable from the start).
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_uri = format!("http://{}", dead.local_addr().unwrap());
@@ -108,35 +140,100 @@ async fn stopped_worker_fails_over() {
     let remote: RemoteStage<u64, u64> =
         pool.stage(StageDescriptor::new("square", StageKind::Custom));
 
-    // Start calls; kill the hanging worker while they are in flight.
-    let calls: Vec<_> = (0..6u64)
-        .map(|n| {
-            let r = remote.clone();
-            tokio::spawn(async move { r.run(n, &RequestContext::new()).await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Start calls (each under its own root span) until the doomed worker
+    // holds at least two of them, then kill it while they are in flight.
+    let tel = t.telemetry();
+    let mut calls = Vec::new();
+    while started.load(Ordering::SeqCst) < 2 {
+        assert!(
+            calls.len() < 200,
+            "the balancer never chose the doomed worker"
+        );
+        let n = calls.len() as u64;
+        let r = remote.clone();
+        let ctx = RequestContext::new().start_span(&tel, SpanBuilder::from_name("call"));
+        calls.push(tokio::spawn(async move {
+            let out = r.run(n, &ctx).await;
+            ctx.end_span();
+            out
+        }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    wait_for(&started, 2).await;
     doomed.kill();
     for (n, c) in calls.into_iter().enumerate() {
         let got = tokio::time::timeout(Duration::from_secs(10), c)
             .await
-            .expect("no hang")
+            .expect("a call in flight on the killed worker failed over")
             .unwrap();
-        assert_eq!(got.unwrap(), (n * n) as u64);
+        assert_eq!(got.unwrap(), (n * n) as u64, "call {n}");
     }
     // With two of three ejected, further calls go to the healthy worker.
     for n in 0..5u64 {
         assert_eq!(remote.run(n, &RequestContext::new()).await.unwrap(), n * n);
     }
     healthy.stop().await;
+
     let spans = t.spans();
-    let failed: Vec<_> = spans
-        .all_named("spanline.worker.v1.StageWorker/Run")
+    let attempts: Vec<_> = spans
+        .all_named(RUN)
         .into_iter()
-        .filter(|s| {
-            s.span_kind == SpanKind::Client
-                && s.str_attr("rpc.status_code").as_deref() == Some("UNAVAILABLE")
-        })
+        .filter(|s| s.span_kind == SpanKind::Client)
         .collect();
-    assert!(!failed.is_empty(), "failed attempts are visible as spans");
+    let on_doomed: Vec<_> = attempts
+        .iter()
+        .filter(|s| s.i64_attr("server.port") == Some(doomed_port))
+        .collect();
+    assert!(on_doomed.len() >= 2, "the killed worker's calls are spans");
+    for failed in on_doomed {
+        assert_eq!(
+            failed.str_attr("rpc.status_code").as_deref(),
+            Some("UNAVAILABLE")
+        );
+        // The same call was retried on the healthy worker and succeeded:
+        // a sibling attempt under the same root.
+        let root = spans.parent_of(failed).expect("a call root");
+        assert_eq!(root.name, "call");
+        let ok = spans.children_of(root).into_iter().any(|s| {
+            s.i64_attr("server.port") == Some(healthy_port)
+                && s.str_attr("rpc.status_code").as_deref() == Some("OK")
+        });
+        assert!(ok, "the failed attempt was retried on the healthy worker");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborting_serve_closes_its_connections() {
+    let t = TestTelemetry::new();
+    let started = Arc::new(AtomicUsize::new(0));
+    let worker = common::start(t.build(|| {
+        Worker::builder(t.telemetry())
+            .stage(hang(started.clone()))
+            .build()
+    }))
+    .await;
+    let channel = WorkerChannel::connect_lazy(&worker.uri(), t.telemetry()).unwrap();
+    let remote: RemoteStage<u64, u64> =
+        channel.stage(StageDescriptor::new("square", StageKind::Custom));
+    let call = tokio::spawn(async move { remote.run(3, &RequestContext::new()).await });
+    wait_for(&started, 1).await;
+    // Aborting the server task closes the connection it accepted (tonic
+    // runs connections in their own tasks; serve ties them to itself).
+    worker.kill();
+    let err = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the call ends when the worker's server is aborted")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    let spans = t.spans();
+    let client = spans
+        .all_named(RUN)
+        .into_iter()
+        .find(|s| s.span_kind == SpanKind::Client)
+        .expect("a CLIENT span");
+    assert_eq!(
+        client.str_attr("rpc.status_code").as_deref(),
+        Some("UNAVAILABLE")
+    );
 }
