@@ -18,8 +18,10 @@ const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const SPAN: &str = "b7ad6b7169203331";
 const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
-/// Headers to send, and whether the consumer should continue `TRACE`.
-fn vectors() -> Vec<(&'static str, Vec<(&'static str, Vec<u8>)>, bool)> {
+/// A labelled header set, and whether the consumer should continue `TRACE`.
+type Vector = (&'static str, Vec<(&'static str, Vec<u8>)>, bool);
+
+fn vectors() -> Vec<Vector> {
     let big = vec![b'a'; 900 * 1024];
     let mut big_baggage = b"user.id=".to_vec();
     big_baggage.extend_from_slice(&big);
