@@ -79,16 +79,21 @@ fn vectors() -> Vec<Vector> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_vectors_never_panic_and_untrusted_parents_start_new_traces() {
-    let broker = Broker::mock();
+    header_vectors(Broker::mock()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_vectors_on_a_real_broker() {
+    if let Some(broker) = Broker::real("header_vectors") {
+        header_vectors(broker).await;
+    }
+}
+
+async fn header_vectors(broker: Broker) {
     let t = TestTelemetry::new();
     let name = topic("vectors");
     broker.create_topic(&name, 1).await;
-    let bootstrap = broker
-        .embedded
-        .as_ref()
-        .unwrap()
-        .bootstrap_servers()
-        .to_owned();
+    let bootstrap = broker.bootstrap();
     let raw: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .set("message.max.bytes", "2000000")

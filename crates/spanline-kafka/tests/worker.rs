@@ -80,7 +80,17 @@ impl Handler for Record {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_stopped_before_storing_its_offset_leads_to_redelivery() {
-    let broker = Broker::mock();
+    redelivery(Broker::mock()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivery_on_a_real_broker() {
+    if let Some(broker) = Broker::real("redelivery") {
+        redelivery(broker).await;
+    }
+}
+
+async fn redelivery(broker: Broker) {
     let name = topic("crash");
     broker.create_topic(&name, 1).await;
     produce(&broker, &name, &[b"job-1"]).await;
@@ -150,7 +160,17 @@ fn header(msg: &rdkafka::message::OwnedMessage, key: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_land_in_the_dead_letter_topic() {
-    let broker = Broker::mock();
+    dead_letters(Broker::mock()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_on_a_real_broker() {
+    if let Some(broker) = Broker::real("dead_letters") {
+        dead_letters(broker).await;
+    }
+}
+
+async fn dead_letters(broker: Broker) {
     let t = TestTelemetry::new();
     let requests = topic("poison");
     let dlq = topic("poison.dlq");
@@ -262,7 +282,17 @@ async fn poison_messages_land_in_the_dead_letter_topic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_drains_and_commits() {
-    let broker = Broker::mock();
+    graceful_shutdown(Broker::mock()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_on_a_real_broker() {
+    if let Some(broker) = Broker::real("graceful_shutdown") {
+        graceful_shutdown(broker).await;
+    }
+}
+
+async fn graceful_shutdown(broker: Broker) {
     let name = topic("drain");
     broker.create_topic(&name, 1).await;
     produce(&broker, &name, &[b"a", b"b", b"c"]).await;
@@ -289,7 +319,17 @@ async fn graceful_shutdown_drains_and_commits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_links_to_every_message() {
-    let broker = Broker::mock();
+    batch(Broker::mock()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_on_a_real_broker() {
+    if let Some(broker) = Broker::real("batch") {
+        batch(broker).await;
+    }
+}
+
+async fn batch(broker: Broker) {
     let t = TestTelemetry::new();
     let name = topic("batch");
     broker.create_topic(&name, 1).await;
