@@ -459,3 +459,68 @@ impl<'c> Batch<'c> {
 pub fn message_context(msg: &BorrowedMessage<'_>) -> Extracted {
     extract_headers(msg.headers())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raw;
+    use opentelemetry::propagation::Extractor as _;
+    use rdkafka::message::{Headers as _, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    /// A header key that is not UTF-8, sent through a broker: rdkafka's own
+    /// accessor panics on it; the traced consumer reads past it and still
+    /// continues the trace.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_non_utf8_header_key_from_the_network_does_not_panic_the_consumer() {
+        let broker = Arc::new(EmbeddedBroker::start(1).unwrap());
+        broker.create_topic("hostile", 1).unwrap();
+        let kafka = KafkaConfig::new().without_env().embedded(broker.clone());
+        let raw_producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap_servers())
+            .create()
+            .unwrap();
+        let headers = raw::add_raw(OwnedHeaders::new(), &[0xff, 0xc3, 0x28], b"x");
+        let headers = raw::add_raw(headers, b"traceparent", TP.as_bytes());
+        raw_producer
+            .send(
+                FutureRecord::<(), [u8]>::to("hostile")
+                    .payload(&b"p"[..])
+                    .headers(headers),
+                Duration::from_secs(5),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+
+        let t = spanline_testkit::TestTelemetry::new();
+        let consumer = TracedConsumer::new(
+            &kafka,
+            t.telemetry(),
+            "hostile-readers",
+            Assignment::Assign(vec![("hostile".into(), 0)]),
+        )
+        .unwrap();
+        let msg = consumer.recv().await.unwrap();
+        // The hazard this crate works around: rdkafka's safe accessor
+        // unwraps `CStr::to_str` on the key.
+        let hdrs = msg.message().headers().unwrap();
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let rdkafka_panics = std::panic::catch_unwind(|| hdrs.try_get(0).is_some()).is_err();
+        std::panic::set_hook(prev);
+        assert!(
+            rdkafka_panics,
+            "rdkafka 0.39's try_get panics on a non-UTF-8 key"
+        );
+        // Ours does not, and the valid traceparent beside it still counts.
+        assert_eq!(msg.headers().keys(), vec!["traceparent"]);
+        assert_eq!(
+            msg.ctx().trace_id().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        msg.done().unwrap();
+    }
+}
