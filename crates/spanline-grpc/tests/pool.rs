@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::{SpanBuilder, SpanKind};
@@ -236,4 +236,99 @@ async fn aborting_serve_closes_its_connections() {
         client.str_attr("rpc.status_code").as_deref(),
         Some("UNAVAILABLE")
     );
+}
+
+/// A TCP proxy that can freeze: once frozen it forwards nothing more but
+/// keeps both sockets open (a host that vanished without FIN or RST).
+async fn freezable_proxy(target: std::net::SocketAddr) -> (String, Arc<AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap());
+    let frozen = Arc::new(AtomicBool::new(false));
+    let f = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            tokio::spawn(pipe(ri, wo, f.clone()));
+            tokio::spawn(pipe(ro, wi, f.clone()));
+        }
+    });
+    (uri, frozen)
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if frozen.load(Ordering::SeqCst) {
+            // Swallow everything from now on, holding both sockets open.
+            let _hold = (from, to);
+            std::future::pending::<()>().await;
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_detects_a_silent_worker() {
+    let t = TestTelemetry::new();
+    let started = Arc::new(AtomicUsize::new(0));
+    let silent = common::start(t.build(|| {
+        Worker::builder(t.telemetry())
+            .stage(hang(started.clone()))
+            .build()
+    }))
+    .await;
+    let (silent_uri, frozen) = freezable_proxy(silent.addr).await;
+    let healthy =
+        common::start(t.build(|| Worker::builder(t.telemetry()).stage(square()).build())).await;
+    let config = PoolConfig {
+        ejection: Duration::from_secs(30),
+        keep_alive_interval: Some(Duration::from_millis(200)),
+        keep_alive_timeout: Duration::from_millis(200),
+        ..PoolConfig::default()
+    };
+    let pool = WorkerPool::new([silent_uri, healthy.uri()], t.telemetry(), config).unwrap();
+    let remote: RemoteStage<u64, u64> =
+        pool.stage(StageDescriptor::new("square", StageKind::Custom));
+
+    let mut calls = Vec::new();
+    while started.load(Ordering::SeqCst) < 1 {
+        assert!(
+            calls.len() < 200,
+            "the balancer never chose the silent worker"
+        );
+        let n = calls.len() as u64;
+        let r = remote.clone();
+        calls.push(tokio::spawn(async move {
+            r.run(n, &RequestContext::new()).await
+        }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The worker's host "vanishes": no FIN, no RST, no more bytes. Only the
+    // unanswered keepalive ping can tell.
+    frozen.store(true, Ordering::SeqCst);
+    for (n, c) in calls.into_iter().enumerate() {
+        let got = tokio::time::timeout(Duration::from_secs(20), c)
+            .await
+            .expect("keepalive ended the call on the silent worker")
+            .unwrap();
+        assert_eq!(got.unwrap(), (n * n) as u64, "call {n}");
+    }
+    healthy.stop().await;
+    silent.kill();
 }
