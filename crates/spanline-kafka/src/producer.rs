@@ -83,7 +83,8 @@ struct Inner {
     producer: FutureProducer,
     telemetry: Telemetry,
     server: Option<(String, i64)>,
-    client_id: Option<String>,
+    /// The attributes every `send` span carries, built once.
+    base_attributes: Vec<KeyValue>,
     sent_ok: Counter,
     sent_err: Counter,
     duration_ok: Histogram,
@@ -143,12 +144,28 @@ impl TracedProducer {
     ) -> Result<Self, KafkaError> {
         let resolved = config.resolve(defaults)?;
         let producer: FutureProducer = resolved.config.create()?;
+        let server = first_server(&resolved.bootstrap);
+        let mut base_attributes = vec![
+            KeyValue::new(m::SYSTEM, m::SYSTEM_KAFKA),
+            KeyValue::new(m::OPERATION_NAME, m::op::SEND),
+            KeyValue::new(m::OPERATION_TYPE, m::op::SEND),
+        ];
+        if let Some(id) = config.get("client.id") {
+            base_attributes.push(KeyValue::new(m::CLIENT_ID, Arc::<str>::from(id)));
+        }
+        if let Some((host, port)) = &server {
+            base_attributes.push(KeyValue::new(
+                general::SERVER_ADDRESS,
+                Arc::<str>::from(host.as_str()),
+            ));
+            base_attributes.push(KeyValue::new(general::SERVER_PORT, *port));
+        }
         let label = mm::LABEL_OUTCOME;
         Ok(TracedProducer {
             inner: Arc::new(Inner {
                 producer,
-                server: first_server(&resolved.bootstrap),
-                client_id: config.get("client.id").map(str::to_owned),
+                server,
+                base_attributes,
                 sent_ok: metrics::counter!(mm::SENT_MESSAGES, label => "ok"),
                 sent_err: metrics::counter!(mm::SENT_MESSAGES, label => "error"),
                 duration_ok: metrics::histogram!(mm::CLIENT_OPERATION_DURATION, label => "ok"),
@@ -191,20 +208,11 @@ impl TracedProducer {
     ) -> Result<PendingDelivery, KafkaError> {
         let inner = &*self.inner;
         let span = if inner.telemetry.is_enabled() {
-            let mut attrs = Vec::with_capacity(8);
-            attrs.push(KeyValue::new(m::SYSTEM, m::SYSTEM_KAFKA));
-            attrs.push(KeyValue::new(m::OPERATION_NAME, m::op::SEND));
-            attrs.push(KeyValue::new(m::OPERATION_TYPE, m::op::SEND));
+            let mut attrs = Vec::with_capacity(inner.base_attributes.len() + 4);
+            attrs.extend_from_slice(&inner.base_attributes);
             attrs.push(KeyValue::new(m::DESTINATION_NAME, message.topic.to_owned()));
             if let Some(id) = message.conversation_id {
                 attrs.push(KeyValue::new(m::CONVERSATION_ID, id.to_owned()));
-            }
-            if let Some(id) = &inner.client_id {
-                attrs.push(KeyValue::new(m::CLIENT_ID, id.clone()));
-            }
-            if let Some((host, port)) = &inner.server {
-                attrs.push(KeyValue::new(general::SERVER_ADDRESS, host.clone()));
-                attrs.push(KeyValue::new(general::SERVER_PORT, *port));
             }
             let builder = SpanBuilder::from_name(format!("{} {}", m::op::SEND, message.topic))
                 .with_kind(SpanKind::Producer)
