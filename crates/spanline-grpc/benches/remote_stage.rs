@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::Stream;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
@@ -73,13 +74,25 @@ fn telemetry() -> (Telemetry, SdkTracerProvider) {
 }
 
 fn unary(c: &mut Criterion) {
+    unary_group(c, "grpc_unary_loopback");
+}
+
+/// The same calls measured in CPU time of the benchmark thread (client,
+/// server and loopback TCP all run on it; the span exporter's own thread is
+/// left out): far less sensitive than wall time to other builds sharing the
+/// cores, so it can resolve the per-call cost of tracing.
+fn unary_cpu(c: &mut Criterion<ThreadCpuTime>) {
+    unary_group(c, "grpc_unary_loopback_cpu_time");
+}
+
+fn unary_group<M: Measurement>(c: &mut Criterion<M>, group: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let (telemetry, _provider) = telemetry();
     let payload = "x".repeat(64);
-    let (raw, traced) = rt.block_on(async {
+    let (raw, traced, raw_to_worker, untraced) = rt.block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let raw_addr = l.local_addr().unwrap();
         tokio::spawn(
@@ -105,9 +118,30 @@ fn unary(c: &mut Criterion) {
             WorkerChannel::connect_lazy(&format!("http://{addr}"), telemetry.clone())
                 .unwrap()
                 .stage(StageDescriptor::new("echo", StageKind::Custom));
-        (raw, traced)
+        // Decomposition: the bare client against the traced worker (the
+        // server side's cost), and the remote stage with telemetry off on
+        // both sides (the plumbing's cost: JSON, boxing, layers).
+        let raw_to_worker = StageWorkerClient::new(
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .unwrap(),
+        );
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let off_addr = l.local_addr().unwrap();
+        let worker = Worker::builder(Telemetry::disabled())
+            .stage_as("echo", echo())
+            .build();
+        tokio::spawn(worker.serve(l, std::future::pending()));
+        let untraced: RemoteStage<String, String> =
+            WorkerChannel::connect_lazy(&format!("http://{off_addr}"), Telemetry::disabled())
+                .unwrap()
+                .stage(StageDescriptor::new("echo", StageKind::Custom));
+        (raw, traced, raw_to_worker, untraced)
     });
-    let mut g = c.benchmark_group("grpc_unary_loopback");
+    let mut g = c.benchmark_group(group);
     g.measurement_time(Duration::from_secs(4))
         .warm_up_time(Duration::from_secs(1));
     g.bench_function("raw_tonic", |b| {
@@ -124,7 +158,29 @@ fn unary(c: &mut Criterion) {
             }
         })
     });
+    g.bench_function("raw_client_to_traced_worker", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut raw = raw_to_worker.clone();
+            let payload = serde_json::to_vec(&payload).unwrap();
+            async move {
+                raw.run(RunRequest {
+                    stage: "echo".into(),
+                    payload: payload.into(),
+                })
+                .await
+                .unwrap()
+            }
+        })
+    });
     let ctx = RequestContext::new();
+    g.bench_function("untraced_remote_stage", |b| {
+        b.to_async(&rt).iter(|| {
+            let untraced = untraced.clone();
+            let payload = payload.clone();
+            let ctx = ctx.clone();
+            async move { untraced.run(payload, &ctx).await.unwrap() }
+        })
+    });
     g.bench_function("traced_remote_stage", |b| {
         b.to_async(&rt).iter(|| {
             let traced = traced.clone();
@@ -210,5 +266,46 @@ impl<S: Stage> Stage for Serial<S> {
     }
 }
 
+/// CPU time of the benchmark thread, formatted like wall time.
+struct ThreadCpuTime {
+    wall: WallTime,
+}
+
+/// `CLOCK_THREAD_CPUTIME_ID`: CPU time of the calling thread, which runs
+/// the current-thread runtime (client, server and the loopback TCP sends in
+/// the kernel); the span exporter's thread is not counted.
+fn thread_cpu_time() -> Duration {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+    fn start(&self) -> Duration {
+        thread_cpu_time()
+    }
+    fn end(&self, start: Duration) -> Duration {
+        thread_cpu_time().saturating_sub(start)
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        self.wall.formatter()
+    }
+}
+
 criterion_group!(benches, unary, fan_out);
-criterion_main!(benches);
+criterion_group! {
+    name = cpu;
+    config = Criterion::default().with_measurement(ThreadCpuTime { wall: WallTime });
+    targets = unary_cpu
+}
+criterion_main!(benches, cpu);
