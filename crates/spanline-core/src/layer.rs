@@ -16,6 +16,7 @@ use quanta::Instant;
 use futures_util::future::Either;
 use metrics::Histogram;
 use opentelemetry::global::BoxedTracer;
+use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{SpanBuilder, SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Array, KeyValue, Value};
 
@@ -603,7 +604,18 @@ impl<S: Stage, R> Instrumented<S, R> {
             start: Instant::now(),
             armed: true,
         };
-        let result = self.run_bounded(input, run_ctx).await;
+        // While a sampled stage runs, its span is also the "current"
+        // OpenTelemetry context on whichever thread polls it, so logs and
+        // third-party code inside the stage see it (spanline-log stamps
+        // trace and span ids from it). Unsampled calls skip this: there is
+        // no recorded span for a log line to lead to.
+        let result = if recording {
+            self.run_bounded(input, run_ctx)
+                .with_context(run_ctx.otel_context().clone())
+                .await
+        } else {
+            self.run_bounded(input, run_ctx).await
+        };
         guard.armed = false;
         let elapsed = guard.start.elapsed().as_secs_f64();
         let span = run_ctx.otel_context().span();

@@ -5,8 +5,9 @@
 //! spanline's context is explicit (DESIGN decision 2): a stage's span lives
 //! in its [`RequestContext`](https://docs.rs/spanline-core), not in a
 //! thread-local. Log events find it through the OpenTelemetry *current*
-//! context, which spanline sets while it polls a stage's future
-//! (`RequestContext::instrument`, `spawn`, `spawn_blocking`). Two pieces:
+//! context, which spanline's stage layer sets while it polls a sampled
+//! stage's future, and which `RequestContext::instrument`, `spawn` and
+//! `spawn_blocking` set for work a stage hands off. Two pieces:
 //!
 //! - [`Correlated`]: wraps any `tracing_subscriber` event format (the
 //!   default text format or JSON) and adds ` trace_id=… span_id=…` to text

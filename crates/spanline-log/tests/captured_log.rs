@@ -192,3 +192,40 @@ fn current_reads_the_attached_context() {
     );
     assert!(ids.sampled);
 }
+
+#[tokio::test]
+async fn plain_events_in_a_stage_body_carry_the_stage_ids_across_awaits() {
+    let log = Captured::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(CorrelationLayer::new())
+        .with(spanline_log::fmt_layer().with_writer(log.clone()));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let t = TestTelemetry::new();
+    let pipeline = Pipeline::builder("plain")
+        .telemetry(t.telemetry())
+        .then(stage_fn(
+            StageDescriptor::new("rerank", StageKind::Custom),
+            |x: u32, _ctx: RequestContext| async move {
+                tracing::info!("plain event before a yield");
+                tokio::task::yield_now().await;
+                tracing::info!("plain event after a yield");
+                Ok(x)
+            },
+        ))
+        .build();
+    pipeline.run(1, &RequestContext::new()).await.expect("ran");
+
+    let spans = t.spans();
+    let stage = spans.with_attr("spanline.stage.name", "rerank")[0];
+    let expected = format!(
+        "trace_id={} span_id={}",
+        stage.span_context.trace_id(),
+        stage.span_context.span_id()
+    );
+    let lines = log.lines();
+    for needle in ["plain event before a yield", "plain event after a yield"] {
+        let l = line_with(&lines, needle);
+        assert!(l.ends_with(&expected), "{l}");
+    }
+}
