@@ -15,8 +15,8 @@ use quanta::Instant;
 
 use futures_util::future::Either;
 use metrics::Histogram;
-use opentelemetry::global::BoxedTracer;
 use opentelemetry::context::FutureExt as _;
+use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{SpanBuilder, SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Array, KeyValue, Value};
 
