@@ -35,6 +35,7 @@
 //! | `telemetry` (default) | [`telemetry`]: the SDK installer — OTLP and console exporters, samplers, Prometheus, the in-memory span recorder |
 //! | `otlp` | OTLP export (part of `telemetry`; named for clarity) |
 //! | `grpc` | `spanline::grpc`: metadata carriers, client/server tower layers, remote stage workers and pools |
+//! | `log` | `spanline::log`: trace and span ids of the current stage on every `tracing` event |
 //! | `full` | everything |
 
 #[doc(inline)]
@@ -47,6 +48,10 @@ pub use spanline_telemetry as telemetry;
 #[cfg(feature = "grpc")]
 #[doc(inline)]
 pub use spanline_grpc as grpc;
+
+#[cfg(feature = "log")]
+#[doc(inline)]
+pub use spanline_log as log;
 
 #[doc(inline)]
 pub use spanline_core::{
