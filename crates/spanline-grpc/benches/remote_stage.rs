@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::measurement::Measurement;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::Stream;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
@@ -75,14 +75,6 @@ fn telemetry() -> (Telemetry, SdkTracerProvider) {
 
 fn unary(c: &mut Criterion) {
     unary_group(c, "grpc_unary_loopback");
-}
-
-/// The same calls measured in CPU time of the benchmark thread (client,
-/// server and loopback TCP all run on it; the span exporter's own thread is
-/// left out): far less sensitive than wall time to other builds sharing the
-/// cores, so it can resolve the per-call cost of tracing.
-fn unary_cpu(c: &mut Criterion<ThreadCpuTime>) {
-    unary_group(c, "grpc_unary_loopback_cpu_time");
 }
 
 fn unary_group<M: Measurement>(c: &mut Criterion<M>, group: &str) {
@@ -266,46 +258,5 @@ impl<S: Stage> Stage for Serial<S> {
     }
 }
 
-/// CPU time of the benchmark thread, formatted like wall time.
-struct ThreadCpuTime {
-    wall: WallTime,
-}
-
-/// `CLOCK_THREAD_CPUTIME_ID`: CPU time of the calling thread, which runs
-/// the current-thread runtime (client, server and the loopback TCP sends in
-/// the kernel); the span exporter's thread is not counted.
-fn thread_cpu_time() -> Duration {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-impl Measurement for ThreadCpuTime {
-    type Intermediate = Duration;
-    type Value = Duration;
-    fn start(&self) -> Duration {
-        thread_cpu_time()
-    }
-    fn end(&self, start: Duration) -> Duration {
-        thread_cpu_time().saturating_sub(start)
-    }
-    fn add(&self, a: &Duration, b: &Duration) -> Duration {
-        *a + *b
-    }
-    fn zero(&self) -> Duration {
-        Duration::ZERO
-    }
-    fn to_f64(&self, value: &Duration) -> f64 {
-        value.as_nanos() as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        self.wall.formatter()
-    }
-}
-
 criterion_group!(benches, unary, fan_out);
-criterion_group! {
-    name = cpu;
-    config = Criterion::default().with_measurement(ThreadCpuTime { wall: WallTime });
-    targets = unary_cpu
-}
-criterion_main!(benches, cpu);
+criterion_main!(benches);
