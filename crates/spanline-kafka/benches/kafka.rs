@@ -119,6 +119,8 @@ fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
 
 fn round_trip(c: &mut Criterion) {
     let rt = runtime();
+    // rdkafka's StreamConsumer spawns its wakeup task on creation.
+    let _entered = rt.enter();
     let broker = Arc::new(EmbeddedBroker::start(1).expect("mock cluster"));
     for t in [
         "bench.raw.req",
@@ -138,9 +140,10 @@ fn round_trip(c: &mut Criterion) {
             .set("enable.auto.commit", "false");
         c
     };
+    // Fresh, empty topics: read from the beginning (no race with `End`).
     let assign = |c: &StreamConsumer, topic: &str| {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::End)
+        tpl.add_partition_offset(topic, 0, Offset::Beginning)
             .expect("tpl");
         c.assign(&tpl).expect("assign");
     };

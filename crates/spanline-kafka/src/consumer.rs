@@ -116,7 +116,8 @@ impl std::fmt::Debug for TracedConsumer {
 }
 
 impl TracedConsumer {
-    /// A consumer in `group` reading `assignment`.
+    /// A consumer in `group` reading `assignment`. Call it inside a tokio
+    /// runtime (rdkafka's stream consumer spawns a task when created).
     ///
     /// Defaults (each overridable through the configuration):
     /// `enable.auto.offset.store=false`, `enable.auto.commit=true`,
