@@ -34,6 +34,7 @@
 //! |---|---|
 //! | `telemetry` (default) | [`telemetry`]: the SDK installer — OTLP and console exporters, samplers, Prometheus, the in-memory span recorder |
 //! | `otlp` | OTLP export (part of `telemetry`; named for clarity) |
+//! | `kafka` | `spanline::kafka`: header carriers, traced producer and consumer, request/reply stages and workers, embedded broker |
 //! | `grpc` | `spanline::grpc`: metadata carriers, client/server tower layers, remote stage workers and pools |
 //! | `log` | `spanline::log`: trace and span ids of the current stage on every `tracing` event |
 //! | `full` | everything |
@@ -44,6 +45,10 @@ pub use spanline_core as core;
 #[cfg(feature = "telemetry")]
 #[doc(inline)]
 pub use spanline_telemetry as telemetry;
+
+#[cfg(feature = "kafka")]
+#[doc(inline)]
+pub use spanline_kafka as kafka;
 
 #[cfg(feature = "grpc")]
 #[doc(inline)]
