@@ -35,6 +35,25 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; 9] = [
+        ErrorKind::Timeout,
+        ErrorKind::DeadlineExceeded,
+        ErrorKind::Cancelled,
+        ErrorKind::InvalidInput,
+        ErrorKind::Unavailable,
+        ErrorKind::ResourceExhausted,
+        ErrorKind::Model,
+        ErrorKind::InvalidOutput,
+        ErrorKind::Internal,
+    ];
+
+    /// The kind whose [`as_str`](ErrorKind::as_str) is `name` (for
+    /// transports that carry the kind across a process boundary).
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// The low-cardinality name recorded as `error.type`.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -179,6 +198,19 @@ impl std::error::Error for StageError {
         self.source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorKind;
+
+    #[test]
+    fn names_round_trip() {
+        for kind in ErrorKind::ALL {
+            assert_eq!(ErrorKind::from_name(kind.as_str()), Some(kind));
+        }
+        assert_eq!(ErrorKind::from_name("nope"), None);
     }
 }
 

@@ -44,18 +44,7 @@ pub fn code_for(kind: ErrorKind) -> Code {
 }
 
 fn kind_from_str(s: &str) -> Option<ErrorKind> {
-    Some(match s {
-        "timeout" => ErrorKind::Timeout,
-        "deadline_exceeded" => ErrorKind::DeadlineExceeded,
-        "cancelled" => ErrorKind::Cancelled,
-        "invalid_input" => ErrorKind::InvalidInput,
-        "unavailable" => ErrorKind::Unavailable,
-        "resource_exhausted" => ErrorKind::ResourceExhausted,
-        "model_error" => ErrorKind::Model,
-        "invalid_output" => ErrorKind::InvalidOutput,
-        "internal" => ErrorKind::Internal,
-        _ => return None,
-    })
+    ErrorKind::from_name(s)
 }
 
 /// The kind a status code maps to (when no kind trailer came with it).

@@ -305,19 +305,7 @@ impl Drop for PendingGuard<'_> {
 }
 
 fn kind_from_str(s: &str) -> ErrorKind {
-    [
-        ErrorKind::Timeout,
-        ErrorKind::DeadlineExceeded,
-        ErrorKind::Cancelled,
-        ErrorKind::InvalidInput,
-        ErrorKind::Unavailable,
-        ErrorKind::ResourceExhausted,
-        ErrorKind::Model,
-        ErrorKind::InvalidOutput,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == s)
-    .unwrap_or(ErrorKind::Internal)
+    ErrorKind::from_name(s).unwrap_or(ErrorKind::Internal)
 }
 
 #[async_trait]

@@ -4,6 +4,7 @@
 //! takes a lookup closure, so tests never mutate the process environment.
 //! [`TelemetryConfig::from_env`] is the same with `std::env::var`.
 
+use spanline_core::propagation::percent_decode;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -625,36 +626,6 @@ pub fn parse_resource_attributes(v: &str) -> Vec<(String, String)> {
             Some((k, val))
         })
         .collect()
-}
-
-/// Decode `%XX` escapes. `None` on a truncated or non-hex escape, or when
-/// the result is not UTF-8.
-pub(crate) fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'%' {
-            let hi = hex_val(*bytes.get(i + 1)?)?;
-            let lo = hex_val(*bytes.get(i + 2)?)?;
-            out.push(hi << 4 | lo);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

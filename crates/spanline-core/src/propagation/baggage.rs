@@ -116,7 +116,7 @@ pub(crate) fn decode(header: &str) -> Decoded<'_> {
             decoded.rejected += 1;
             continue;
         }
-        match percent_decode(value) {
+        match decode_value(value) {
             Some(v) => decoded.members.push((key, v)),
             None => decoded.rejected += 1,
         }
@@ -124,23 +124,30 @@ pub(crate) fn decode(header: &str) -> Decoded<'_> {
     decoded
 }
 
-fn percent_decode(value: &str) -> Option<String> {
+/// A strict baggage value: only `baggage-octet`s and `%XX` escapes.
+fn decode_value(value: &str) -> Option<String> {
+    if value.bytes().all(|b| b == b'%' || is_value_byte(b)) {
+        percent_decode(value)
+    } else {
+        None
+    }
+}
+
+/// Decode `%XX` escapes (either case); other bytes pass through. `None` on a
+/// malformed escape or when the result is not UTF-8.
+pub fn percent_decode(value: &str) -> Option<String> {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hi = hex_val(*bytes.get(i + 1)?)?;
-                let lo = hex_val(*bytes.get(i + 2)?)?;
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            b if is_value_byte(b) => {
-                out.push(b);
-                i += 1;
-            }
-            _ => return None,
+        if bytes[i] == b'%' {
+            let hi = hex_val(*bytes.get(i + 1)?)?;
+            let lo = hex_val(*bytes.get(i + 2)?)?;
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
         }
     }
     String::from_utf8(out).ok()

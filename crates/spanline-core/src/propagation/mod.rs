@@ -19,7 +19,9 @@ use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{SpanContext, TraceContextExt, TraceState};
 use serde::{Deserialize, Serialize};
 
-pub use baggage::{MAX_BYTES as MAX_BAGGAGE_BYTES, MAX_MEMBERS as MAX_BAGGAGE_MEMBERS};
+pub use baggage::{
+    MAX_BYTES as MAX_BAGGAGE_BYTES, MAX_MEMBERS as MAX_BAGGAGE_MEMBERS, percent_decode,
+};
 pub use traceparent::{
     MAX_TRACEPARENT_LEN, MAX_TRACESTATE_LEN, MAX_TRACESTATE_MEMBERS, TraceparentError,
     format_traceparent, parse_traceparent, parse_tracestate,
