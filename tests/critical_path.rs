@@ -55,8 +55,12 @@ async fn the_slower_branch_and_a_fallback_are_on_the_path() {
         .then(Preprocess(Normalizer::default()))
         .then(Embed(embedder))
         .parallel((
-            Retrieve::new(fast, 3),
+            // The slow branch is polled first and yields at its await, so
+            // the fast one runs while it waits (were the order swapped, the
+            // slow branch would start only after the fast one ended, and
+            // the analyser would rightly put the fast one on the path too).
             Retrieve::new(SlowStore(Bm25Index::new(corpus())), 3),
+            Retrieve::new(fast, 3),
         ))
         .then(ReciprocalRankFusion::new(3))
         .then(
