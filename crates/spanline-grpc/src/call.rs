@@ -224,6 +224,64 @@ impl Drop for CallRecord {
 }
 
 pin_project_lite::pin_project! {
+    /// The response future of the client and server layers. On a response
+    /// it hands the call's record to the [`TracedBody`], which ends the span
+    /// when the stream ends; if the inner service fails before responding it
+    /// ends the span with its transport-failure code (`UNAVAILABLE` on the
+    /// client, `INTERNAL` on the server); dropped first (the caller went
+    /// away), the span ends as `CANCELLED`.
+    pub struct TracedResponse<F> {
+        #[pin]
+        inner: F,
+        record: Option<CallRecord>,
+        on_error: Code,
+    }
+}
+
+impl<F> TracedResponse<F> {
+    pub(crate) fn new(inner: F, record: Option<CallRecord>, on_error: Code) -> Self {
+        TracedResponse {
+            inner,
+            record,
+            on_error,
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for TracedResponse<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracedResponse").finish_non_exhaustive()
+    }
+}
+
+impl<F, RB, E> std::future::Future for TracedResponse<F>
+where
+    F: std::future::Future<Output = Result<http::Response<RB>, E>>,
+{
+    type Output = Result<http::Response<TracedBody<RB>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(response)) => {
+                let mut record = this.record.take();
+                if let Some(r) = record.as_mut() {
+                    r.on_headers(response.headers());
+                }
+                Poll::Ready(Ok(response.map(|body| TracedBody::new(body, record))))
+            }
+            Poll::Ready(Err(e)) => {
+                if let Some(mut r) = this.record.take() {
+                    r.finish(*this.on_error);
+                }
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
     /// A response body that ends the call's span when the stream ends (with
     /// the status from the trailers) or is dropped (as `CANCELLED`).
     pub struct TracedBody<B> {

@@ -9,8 +9,6 @@
 //! call starts a new trace.
 
 use std::borrow::Cow;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -23,7 +21,7 @@ use spanline_core::{RequestContext, Telemetry, propagation};
 use tonic::Code;
 use tower::{Layer, Service};
 
-use crate::call::{CallRecord, MethodTable, Side, TracedBody, WORKER_METHODS};
+use crate::call::{CallRecord, MethodTable, Side, TracedBody, TracedResponse, WORKER_METHODS};
 use crate::carrier::HeaderInjector;
 
 /// Adds a CLIENT span, propagation and `grpc-timeout` to every call through
@@ -168,7 +166,7 @@ where
 {
     type Response = Response<TracedBody<RB>>;
     type Error = S::Error;
-    type Future = ClientFuture<S::Future>;
+    type Future = TracedResponse<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -203,53 +201,8 @@ where
         {
             req.headers_mut().insert(rpc::GRPC_TIMEOUT, v);
         }
-        ClientFuture {
-            inner: self.inner.call(req),
-            record,
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response future of [`ClientTrace`].
-    pub struct ClientFuture<F> {
-        #[pin]
-        inner: F,
-        record: Option<CallRecord>,
-    }
-}
-
-impl<F> std::fmt::Debug for ClientFuture<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, RB, E> Future for ClientFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, E>>,
-{
-    type Output = Result<Response<TracedBody<RB>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.inner.poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(response)) => {
-                let mut record = this.record.take();
-                if let Some(r) = record.as_mut() {
-                    r.on_headers(response.headers());
-                }
-                Poll::Ready(Ok(response.map(|body| TracedBody::new(body, record))))
-            }
-            Poll::Ready(Err(e)) => {
-                // The transport failed (connection refused or lost).
-                if let Some(mut r) = this.record.take() {
-                    r.finish(Code::Unavailable);
-                }
-                Poll::Ready(Err(e))
-            }
-        }
+        // A transport failure before any response: the worker was unreachable.
+        TracedResponse::new(self.inner.call(req), record, Code::Unavailable)
     }
 }
 

@@ -55,7 +55,7 @@ pub mod proto {
     tonic::include_proto!("spanline.worker.v1");
 }
 
-pub use call::{TracedBody, code_name};
+pub use call::{TracedBody, TracedResponse, code_name};
 pub use client::{ClientTrace, ClientTraceLayer, ClientTraceLayerBuilder};
 pub use pool::{PoolConfig, WorkerPool};
 pub use remote::{RemoteStage, WorkerChannel};

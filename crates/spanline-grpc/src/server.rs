@@ -14,8 +14,6 @@
 //!   metadata into your spans or force its sampling decision on you.
 
 use std::borrow::Cow;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -27,7 +25,7 @@ use spanline_core::{RequestContext, Telemetry, propagation};
 use tonic::Code;
 use tower::{Layer, Service};
 
-use crate::call::{CallRecord, MethodTable, Side, TracedBody, WORKER_METHODS};
+use crate::call::{CallRecord, MethodTable, Side, TracedBody, TracedResponse, WORKER_METHODS};
 use crate::carrier::HeaderExtractor;
 use crate::client::parse_grpc_timeout;
 
@@ -146,7 +144,7 @@ where
 {
     type Response = Response<TracedBody<RB>>;
     type Error = S::Error;
-    type Future = ServerFuture<S::Future>;
+    type Future = TracedResponse<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -193,52 +191,7 @@ where
             None
         };
         req.extensions_mut().insert(ctx);
-        ServerFuture {
-            inner: self.inner.call(req),
-            record,
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response future of [`ServerTrace`]. Dropped before the response
-    /// (the client went away), the SERVER span ends as `CANCELLED`.
-    pub struct ServerFuture<F> {
-        #[pin]
-        inner: F,
-        record: Option<CallRecord>,
-    }
-}
-
-impl<F> std::fmt::Debug for ServerFuture<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, RB, E> Future for ServerFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, E>>,
-{
-    type Output = Result<Response<TracedBody<RB>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.inner.poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(response)) => {
-                let mut record = this.record.take();
-                if let Some(r) = record.as_mut() {
-                    r.on_headers(response.headers());
-                }
-                Poll::Ready(Ok(response.map(|body| TracedBody::new(body, record))))
-            }
-            Poll::Ready(Err(e)) => {
-                if let Some(mut r) = this.record.take() {
-                    r.finish(Code::Internal);
-                }
-                Poll::Ready(Err(e))
-            }
-        }
+        // The service failed without a response: an internal error.
+        TracedResponse::new(self.inner.call(req), record, Code::Internal)
     }
 }

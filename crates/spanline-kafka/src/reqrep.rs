@@ -252,8 +252,7 @@ async fn dispatch(consumer: Arc<StreamConsumer>, shared: Arc<Shared>) {
         let msg = match consumer.recv().await {
             Ok(m) => m,
             Err(_) => {
-                // allow-sleep: back off briefly after a transient consumer error.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await; // allow-sleep: back off briefly after a transient consumer error.
                 continue;
             }
         };

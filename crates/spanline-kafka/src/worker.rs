@@ -202,8 +202,7 @@ impl<H: Handler> Worker<H> {
                 Ok(m) => m,
                 // Transient client errors (broker gone, rebalance): keep polling.
                 Err(_) => {
-                    // allow-sleep: back off briefly after a transient consumer error.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await; // allow-sleep: back off briefly after a transient consumer error.
                     continue;
                 }
             };
@@ -232,8 +231,7 @@ impl<H: Handler> Worker<H> {
                 Err(e) if attempt >= self.config.max_attempts => break e,
                 Err(_) => {
                     report.retries += 1;
-                    // allow-sleep: exponential backoff between handler retries.
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(backoff).await; // allow-sleep: exponential backoff between handler retries.
                     backoff = backoff.saturating_mul(2);
                 }
             }

@@ -162,8 +162,7 @@ impl SpanRecorder {
             if std::time::Instant::now() >= deadline {
                 return false;
             }
-            // allow-sleep: `wait_for` polls the buffer until its deadline.
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(5)); // allow-sleep: `wait_for` polls the buffer until its deadline.
         }
     }
 }
