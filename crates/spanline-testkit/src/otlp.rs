@@ -81,7 +81,7 @@ impl Received {
             if self.spans().len() >= n {
                 return true;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(10)); // allow-sleep: wait_for_spans polls until its deadline.
         }
         self.spans().len() >= n
     }

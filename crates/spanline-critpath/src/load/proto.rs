@@ -448,6 +448,38 @@ fn read_element<R: Read>(r: &mut R, len: u64, buf: &mut Vec<u8>) -> io::Result<(
 }
 
 impl ProtoDecoder<'_, '_> {
+    /// Read a varint length and that many bytes into `buf`. `Some(cut)` when
+    /// read (`cut`: the input ended inside it); `None` when reading must
+    /// stop (a truncated length, or one over [`MAX_ELEMENT`]), with the
+    /// diagnostic already reported.
+    fn length_prefixed<R: BufRead>(
+        &mut self,
+        r: &mut R,
+        offset: &mut u64,
+        at: u64,
+        what: &str,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<Option<bool>> {
+        let len = match read_varint(r, offset)? {
+            Ok(Some(l)) => l,
+            _ => {
+                self.report_truncated(at);
+                return Ok(None);
+            }
+        };
+        if len > MAX_ELEMENT {
+            self.sink.diag(
+                DiagnosticKind::BadProtobuf,
+                Location::Byte(at),
+                format!("{what} of {len} bytes exceeds the {MAX_ELEMENT}-byte limit; rest of the file skipped"),
+            );
+            return Ok(None);
+        }
+        read_element(r, len, buf)?;
+        *offset += buf.len() as u64;
+        Ok(Some((buf.len() as u64) < len))
+    }
+
     /// A single `TracesData` message, decoded one `ResourceSpans` at a time.
     pub(super) fn plain<R: BufRead>(&mut self, r: &mut R) -> io::Result<()> {
         let mut offset = 0u64;
@@ -464,24 +496,10 @@ impl ProtoDecoder<'_, '_> {
             };
             match tag & 7 {
                 2 => {
-                    let len = match read_varint(r, &mut offset)? {
-                        Ok(Some(l)) => l,
-                        _ => {
-                            self.report_truncated(at);
-                            return Ok(());
-                        }
+                    let cut = match self.length_prefixed(r, &mut offset, at, "element", &mut buf)? {
+                        Some(cut) => cut,
+                        None => return Ok(()),
                     };
-                    if len > MAX_ELEMENT {
-                        self.sink.diag(
-                            DiagnosticKind::BadProtobuf,
-                            Location::Byte(at),
-                            format!("element of {len} bytes exceeds the {MAX_ELEMENT}-byte limit; rest of the file skipped"),
-                        );
-                        return Ok(());
-                    }
-                    read_element(r, len, &mut buf)?;
-                    offset += buf.len() as u64;
-                    let cut = (buf.len() as u64) < len;
                     if tag >> 3 == 1 {
                         let trunc = self.resource_spans(&buf, at, cut);
                         if trunc {
@@ -527,25 +545,13 @@ impl ProtoDecoder<'_, '_> {
         let mut buf = Vec::new();
         loop {
             let at = offset;
-            let len = match read_varint(r, &mut offset)? {
-                Ok(None) => return Ok(()),
-                Ok(Some(l)) => l,
-                Err(()) => {
-                    self.report_truncated(at);
-                    return Ok(());
-                }
-            };
-            if len > MAX_ELEMENT {
-                self.sink.diag(
-                    DiagnosticKind::BadProtobuf,
-                    Location::Byte(at),
-                    format!("message of {len} bytes exceeds the {MAX_ELEMENT}-byte limit; rest of the file skipped"),
-                );
+            if r.fill_buf()?.is_empty() {
                 return Ok(());
             }
-            read_element(r, len, &mut buf)?;
-            offset += buf.len() as u64;
-            let cut = (buf.len() as u64) < len;
+            let cut = match self.length_prefixed(r, &mut offset, at, "message", &mut buf)? {
+                Some(cut) => cut,
+                None => return Ok(()),
+            };
             self.traces_data(&buf, at, cut);
             if cut {
                 return Ok(());
