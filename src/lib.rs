@@ -37,6 +37,7 @@
 //! | `kafka` | `spanline::kafka`: header carriers, traced producer and consumer, request/reply stages and workers, embedded broker |
 //! | `grpc` | `spanline::grpc`: metadata carriers, client/server tower layers, remote stage workers and pools |
 //! | `log` | `spanline::log`: trace and span ids of the current stage on every `tracing` event |
+//! | `models` | `spanline::models`: candle embedder, reranker and streaming generator, the OpenAI-compatible client, model file resolution |
 //! | `full` | everything |
 
 #[doc(inline)]
@@ -53,6 +54,10 @@ pub use spanline_kafka as kafka;
 #[cfg(feature = "grpc")]
 #[doc(inline)]
 pub use spanline_grpc as grpc;
+
+#[cfg(feature = "models")]
+#[doc(inline)]
+pub use spanline_models as models;
 
 #[cfg(feature = "log")]
 #[doc(inline)]

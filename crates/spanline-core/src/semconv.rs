@@ -58,6 +58,14 @@ pub mod gen_ai {
     pub const TIME_TO_FIRST_TOKEN: &str = "gen_ai.server.time_to_first_token";
     /// `gen_ai.server.time_per_output_token` as a span attribute (seconds).
     pub const TIME_PER_OUTPUT_TOKEN: &str = "gen_ai.server.time_per_output_token";
+    /// `gen_ai.response.id`: the completion id a model server returned.
+    pub const RESPONSE_ID: &str = "gen_ai.response.id";
+
+    /// Well-known `gen_ai.provider.name` values.
+    pub mod provider {
+        /// OpenAI (also the default for OpenAI-compatible servers).
+        pub const OPENAI: &str = "openai";
+    }
 
     /// Operation names (`gen_ai.operation.name` values).
     pub mod op {
@@ -149,6 +157,12 @@ pub mod spanline {
     pub const OUTPUT_COUNT: &str = "spanline.output.count";
     /// Whether an input was truncated to fit a model's limit (bool).
     pub const INPUT_TRUNCATED: &str = "spanline.input.truncated";
+    /// Span name of a generator's prompt forward pass (a child of the
+    /// generate stage's span).
+    pub const SPAN_PREFILL: &str = "prefill";
+    /// Span name of a generator's token-by-token decoding (a child of the
+    /// generate stage's span, after `prefill`).
+    pub const SPAN_DECODE: &str = "decode";
     /// Segment type for the critical path: `stage`, `hop`, `queue`.
     pub const SEGMENT_TYPE: &str = "spanline.segment.type";
 }
