@@ -159,6 +159,11 @@ pub struct Detached {
     pub segments: Vec<Segment>,
 }
 
+/// Clamping by at most this much is normal between processes and async
+/// tasks (a server span ends after its client has the response; a queue
+/// span starts at a microsecond timestamp) and is not reported.
+pub const SKEW_TOLERANCE_NS: u64 = 1_000_000;
+
 /// The critical path of one trace and everything needed to render it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TraceReport {
@@ -561,6 +566,41 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
     roots.sort_by_key(|&r| (nodes[r as usize].span.start_ns, r));
     roots.insert(0, primary);
 
+    // 6a. messaging spans reach over their hand-offs. A PRODUCER span ends
+    // when the broker acknowledges the send, and a CONSUMER span may end
+    // before the reply it produced is picked up: the work below them (queue
+    // waits, `process`, the reply) runs later. Each such span reaches to
+    // the end of its subtree, so clamping keeps the consumer side whole and
+    // the send covers the hand-off the way a CLIENT span covers a call. One
+    // post-order pass.
+    let messaging = |k: SpanKind| matches!(k, SpanKind::Producer | SpanKind::Consumer);
+    let mut reach: Vec<u64> = nodes.iter().map(|nd| nd.span.end_ns).collect();
+    let mut post: Vec<(u32, bool)> = roots.iter().rev().map(|&r| (r, false)).collect();
+    while let Some((x, expanded)) = post.pop() {
+        let (a, b) = (
+            child_off[x as usize] as usize,
+            child_off[x as usize + 1] as usize,
+        );
+        let kids = children[a..b]
+            .iter()
+            .copied()
+            .filter(|&c| nodes[c as usize].parent == x);
+        if expanded {
+            if messaging(nodes[x as usize].span.kind) {
+                let r = kids.map(|c| reach[c as usize]).fold(reach[x as usize], u64::max);
+                reach[x as usize] = r;
+            }
+        } else {
+            post.push((x, true));
+            post.extend(kids.map(|c| (c, false)));
+        }
+    }
+    for (i, nd) in nodes.iter_mut().enumerate() {
+        if messaging(nd.span.kind) {
+            nd.end = nd.end.max(reach[i]);
+        }
+    }
+
     // 6. depth-first order from each root; clamp children into parents
     let mut order: Vec<u32> = Vec::with_capacity(n);
     let mut walk = vec![
@@ -604,7 +644,7 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
                     continue;
                 }
                 let cn = &mut nodes[c as usize];
-                let (rs, mut re) = (cn.span.start_ns, cn.span.end_ns);
+                let (rs, mut re) = (cn.span.start_ns, cn.span.end_ns.max(reach[c as usize]));
                 if re < rs {
                     diags.push(Diagnostic::new(
                         DiagnosticKind::EndBeforeStart,
@@ -618,7 +658,8 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
                 }
                 let s = rs.clamp(ps, pe);
                 let e = re.clamp(s, pe);
-                if s != rs || e != re {
+                let off = rs.abs_diff(s).max(re.abs_diff(e));
+                if off > SKEW_TOLERANCE_NS {
                     let mut what = Vec::new();
                     if rs < ps {
                         what.push(format!("starts {} before", fmt_ns(ps - rs)));

@@ -297,3 +297,45 @@ fn kafka_request_reply_queue_wait_goes_to_the_queue() {
         .expect("stage");
     assert_eq!(retrieve.duration_ns, 2 * MS);
 }
+
+/// What spanline-kafka really emits for a request/reply: the PRODUCER
+/// `send` span ends when the broker acknowledges (1 ms), long before the
+/// worker consumes the message. The consumer side must not be squeezed
+/// into the send span (no clock-skew diagnostics); the queue wait stays a
+/// queue segment and the path still tiles the root.
+#[test]
+fn producer_spans_end_at_the_ack_and_the_consumer_side_is_kept() {
+    use spanline_critpath::{DiagnosticKind, SpanKind};
+    let mut t = Trace::new(77);
+    let root = t.span(None, "invoke_workflow rag", 0, 100);
+    let stage = t.stage(root, "retrieval dense", "dense", 0, 0, 90);
+    t.attr(stage, sc::SEGMENT_TYPE, "hop").kind(stage, SpanKind::Client);
+    let send = t.span(Some(stage), "send rag.requests", 2, 3);
+    t.kind(send, SpanKind::Producer);
+    let queue = t.span(Some(send), "spanline.queue rag.requests", 2, 30);
+    t.attr(queue, sc::SEGMENT_TYPE, "queue");
+    let process = t.span(Some(send), "process rag.requests", 30, 80);
+    t.kind(process, SpanKind::Consumer);
+    let inner = t.span(Some(process), "retrieval docs", 31, 70);
+    t.attr(inner, sc::STAGE_NAME, "docs");
+    // The reply: sent from inside `process`, acknowledged at 72; `process`
+    // ends at 80; the caller picks the reply up at 88.
+    let reply = t.span(Some(process), "send rag.replies", 71, 72);
+    t.kind(reply, SpanKind::Producer);
+    let reply_queue = t.span(Some(reply), "spanline.queue rag.replies", 71, 88);
+    t.attr(reply_queue, sc::SEGMENT_TYPE, "queue");
+    let r = t.analyze();
+    assert!(
+        !r.diagnostics.iter().any(|d| d.kind == DiagnosticKind::ClockSkew),
+        "{:?}",
+        r.diagnostics
+    );
+    assert_tiles(&r);
+    let docs = r.spans.iter().find(|s| &*s.name == "retrieval docs").unwrap();
+    assert_eq!(docs.end_ns - docs.start_ns, 39 * 1_000_000, "not clamped into the send span");
+    let q = r.spans.iter().find(|s| &*s.name == "spanline.queue rag.replies").unwrap();
+    assert_eq!(q.end_ns - q.start_ns, 17 * 1_000_000, "the reply's wait is kept whole");
+    // Both waits are queue segments on the path; nothing is charged to a
+    // stage for them.
+    assert!(r.queue_ns() >= 28 * 1_000_000, "{:?}", path(&r));
+}
