@@ -1,0 +1,11 @@
+//! The bundled RAG example as a library: the pipeline, its workers, the
+//! corpus loader and the reports, shared by the `rag` binary and its
+//! tests. Start with `docs/rag-example.md`.
+
+pub mod app;
+pub mod corpus;
+pub mod report;
+mod stack;
+
+pub use app::{Answer, Models, RagError, Settings};
+pub use stack::Stack;
