@@ -485,6 +485,29 @@ pub struct Instrumented<S: Stage, R = NoRecovery> {
     telemetry: Option<Box<StepTelemetry>>,
 }
 
+impl<S: Stage> Instrumented<S, NoRecovery> {
+    /// Wrap `stage` on its own, outside a pipeline: for a transport that
+    /// hosts a stage (a gRPC worker), whose request already has a span to
+    /// parent the stage span (the SERVER span). The span and histograms are
+    /// those of step 0 of a pipeline named `pipeline`, without the
+    /// pipeline's own root span; the request deadline applies. Registers
+    /// the histograms with the current `metrics` recorder.
+    pub fn standalone(
+        stage: S,
+        pipeline: impl Into<Cow<'static, str>>,
+        telemetry: Telemetry,
+    ) -> Self {
+        let placement = Placement {
+            pipeline: pipeline.into(),
+            telemetry,
+            index: 0,
+            group: None,
+            fallback_for: None,
+        };
+        Instrumented::new(stage, None, NoRecovery, &placement)
+    }
+}
+
 impl<S: Stage, R> Instrumented<S, R> {
     /// Wrap `stage` at `placement`: registers its histograms with the
     /// current `metrics` recorder and precomputes its span.

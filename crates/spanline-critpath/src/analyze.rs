@@ -587,7 +587,9 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
             .filter(|&c| nodes[c as usize].parent == x);
         if expanded {
             if messaging(nodes[x as usize].span.kind) {
-                let r = kids.map(|c| reach[c as usize]).fold(reach[x as usize], u64::max);
+                let r = kids
+                    .map(|c| reach[c as usize])
+                    .fold(reach[x as usize], u64::max);
                 reach[x as usize] = r;
             }
         } else {

@@ -309,7 +309,8 @@ fn producer_spans_end_at_the_ack_and_the_consumer_side_is_kept() {
     let mut t = Trace::new(77);
     let root = t.span(None, "invoke_workflow rag", 0, 100);
     let stage = t.stage(root, "retrieval dense", "dense", 0, 0, 90);
-    t.attr(stage, sc::SEGMENT_TYPE, "hop").kind(stage, SpanKind::Client);
+    t.attr(stage, sc::SEGMENT_TYPE, "hop")
+        .kind(stage, SpanKind::Client);
     let send = t.span(Some(stage), "send rag.requests", 2, 3);
     t.kind(send, SpanKind::Producer);
     let queue = t.span(Some(send), "spanline.queue rag.requests", 2, 30);
@@ -326,15 +327,33 @@ fn producer_spans_end_at_the_ack_and_the_consumer_side_is_kept() {
     t.attr(reply_queue, sc::SEGMENT_TYPE, "queue");
     let r = t.analyze();
     assert!(
-        !r.diagnostics.iter().any(|d| d.kind == DiagnosticKind::ClockSkew),
+        !r.diagnostics
+            .iter()
+            .any(|d| d.kind == DiagnosticKind::ClockSkew),
         "{:?}",
         r.diagnostics
     );
     assert_tiles(&r);
-    let docs = r.spans.iter().find(|s| &*s.name == "retrieval docs").unwrap();
-    assert_eq!(docs.end_ns - docs.start_ns, 39 * 1_000_000, "not clamped into the send span");
-    let q = r.spans.iter().find(|s| &*s.name == "spanline.queue rag.replies").unwrap();
-    assert_eq!(q.end_ns - q.start_ns, 17 * 1_000_000, "the reply's wait is kept whole");
+    let docs = r
+        .spans
+        .iter()
+        .find(|s| &*s.name == "retrieval docs")
+        .unwrap();
+    assert_eq!(
+        docs.end_ns - docs.start_ns,
+        39 * 1_000_000,
+        "not clamped into the send span"
+    );
+    let q = r
+        .spans
+        .iter()
+        .find(|s| &*s.name == "spanline.queue rag.replies")
+        .unwrap();
+    assert_eq!(
+        q.end_ns - q.start_ns,
+        17 * 1_000_000,
+        "the reply's wait is kept whole"
+    );
     // Both waits are queue segments on the path; nothing is charged to a
     // stage for them.
     assert!(r.queue_ns() >= 28 * 1_000_000, "{:?}", path(&r));

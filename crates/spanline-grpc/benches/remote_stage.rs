@@ -1,19 +1,27 @@
 //! Traced remote stage vs raw tonic unary on loopback (current-thread
 //! runtime), and fan-out throughput over 1, 2 and 4 workers.
+//!
+//! Every unary variant puts the same 66 bytes on the wire (a 64-character
+//! string as JSON, encoded once for the raw client) and gets them back.
+//! The per-call p50 with all variants interleaved, and the SDK's own
+//! floor, are in `benches/unary_p50.rs`.
 
 use std::pin::Pin;
 use std::time::Duration;
 
+use bytes::Bytes;
 use criterion::measurement::Measurement;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::Stream;
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
 use spanline_core::{
     RequestContext, Stage, StageDescriptor, StageError, StageKind, Telemetry, stage_fn,
 };
 use spanline_grpc::proto::stage_worker_client::StageWorkerClient;
 use spanline_grpc::proto::stage_worker_server::{StageWorker, StageWorkerServer};
 use spanline_grpc::proto::{GenerateChunk, RunRequest, RunResponse};
+use spanline_grpc::wire::Raw;
 use spanline_grpc::{PoolConfig, RemoteStage, Worker, WorkerChannel, WorkerPool};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
@@ -55,6 +63,13 @@ fn echo() -> impl Stage<Input = String, Output = String> {
     )
 }
 
+fn echo_bytes() -> impl Stage<Input = Bytes, Output = Bytes> {
+    stage_fn(
+        StageDescriptor::new("echo", StageKind::Custom),
+        |b: Bytes, _| async move { Ok::<_, StageError>(b) },
+    )
+}
+
 fn work() -> impl Stage<Input = u64, Output = u64> {
     stage_fn(
         StageDescriptor::new("work", StageKind::Custom),
@@ -65,10 +80,22 @@ fn work() -> impl Stage<Input = u64, Output = u64> {
     )
 }
 
+/// Drops every batch (export is off the request path; keeping the spans
+/// would grow the heap for the whole run).
+#[derive(Debug)]
+struct Discard;
+
+impl SpanExporter for Discard {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        std::hint::black_box(batch);
+        Ok(())
+    }
+}
+
 fn telemetry() -> (Telemetry, SdkTracerProvider) {
     // Sampled spans into a batch processor (what production does).
     let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(InMemorySpanExporter::default())
+        .with_span_processor(BatchSpanProcessor::builder(Discard).build())
         .build();
     (Telemetry::from_provider(&provider), provider)
 }
@@ -84,7 +111,8 @@ fn unary_group<M: Measurement>(c: &mut Criterion<M>, group: &str) {
         .unwrap();
     let (telemetry, _provider) = telemetry();
     let payload = "x".repeat(64);
-    let (raw, traced, raw_to_worker, untraced) = rt.block_on(async {
+    let json = Bytes::from(serde_json::to_vec(&payload).unwrap());
+    let (raw, traced, raw_to_worker, untraced, traced_raw) = rt.block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let raw_addr = l.local_addr().unwrap();
         tokio::spawn(
@@ -94,9 +122,9 @@ fn unary_group<M: Measurement>(c: &mut Criterion<M>, group: &str) {
         );
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let worker = Worker::builder(telemetry.clone())
-            .stage_as("echo", echo())
-            .build();
+        // A worker as deployed: the stage in its layer (CLIENT, SERVER and
+        // the worker's stage span per call).
+        let worker = Worker::builder(telemetry.clone()).stage(echo()).build();
         tokio::spawn(worker.serve(l, std::future::pending()));
         let raw = StageWorkerClient::new(
             tonic::transport::Endpoint::from_shared(format!("http://{raw_addr}"))
@@ -123,15 +151,24 @@ fn unary_group<M: Measurement>(c: &mut Criterion<M>, group: &str) {
         );
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let off_addr = l.local_addr().unwrap();
-        let worker = Worker::builder(Telemetry::disabled())
-            .stage_as("echo", echo())
-            .build();
+        let worker = Worker::builder(Telemetry::disabled()).stage(echo()).build();
         tokio::spawn(worker.serve(l, std::future::pending()));
         let untraced: RemoteStage<String, String> =
             WorkerChannel::connect_lazy(&format!("http://{off_addr}"), Telemetry::disabled())
                 .unwrap()
                 .stage(StageDescriptor::new("echo", StageKind::Custom));
-        (raw, traced, raw_to_worker, untraced)
+        // The same bytes in the `Raw` wire format: no JSON on either side.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let raw_fmt_addr = l.local_addr().unwrap();
+        let worker = Worker::builder(telemetry.clone())
+            .stage_in(Raw, echo_bytes())
+            .build();
+        tokio::spawn(worker.serve(l, std::future::pending()));
+        let traced_raw: RemoteStage<Bytes, Bytes, Raw> =
+            WorkerChannel::connect_lazy(&format!("http://{raw_fmt_addr}"), telemetry.clone())
+                .unwrap()
+                .stage_in(Raw, StageDescriptor::new("echo", StageKind::Custom));
+        (raw, traced, raw_to_worker, untraced, traced_raw)
     });
     let mut g = c.benchmark_group(group);
     g.measurement_time(Duration::from_secs(4))
@@ -139,11 +176,11 @@ fn unary_group<M: Measurement>(c: &mut Criterion<M>, group: &str) {
     g.bench_function("raw_tonic", |b| {
         b.to_async(&rt).iter(|| {
             let mut raw = raw.clone();
-            let payload = serde_json::to_vec(&payload).unwrap();
+            let payload = json.clone();
             async move {
                 raw.run(RunRequest {
                     stage: "echo".into(),
-                    payload: payload.into(),
+                    payload,
                 })
                 .await
                 .unwrap()
@@ -153,11 +190,11 @@ fn unary_group<M: Measurement>(c: &mut Criterion<M>, group: &str) {
     g.bench_function("raw_client_to_traced_worker", |b| {
         b.to_async(&rt).iter(|| {
             let mut raw = raw_to_worker.clone();
-            let payload = serde_json::to_vec(&payload).unwrap();
+            let payload = json.clone();
             async move {
                 raw.run(RunRequest {
                     stage: "echo".into(),
-                    payload: payload.into(),
+                    payload,
                 })
                 .await
                 .unwrap()
@@ -177,6 +214,14 @@ fn unary_group<M: Measurement>(c: &mut Criterion<M>, group: &str) {
         b.to_async(&rt).iter(|| {
             let traced = traced.clone();
             let payload = payload.clone();
+            let ctx = ctx.clone();
+            async move { traced.run(payload, &ctx).await.unwrap() }
+        })
+    });
+    g.bench_function("traced_remote_stage_raw_format", |b| {
+        b.to_async(&rt).iter(|| {
+            let traced = traced_raw.clone();
+            let payload = json.clone();
             let ctx = ctx.clone();
             async move { traced.run(payload, &ctx).await.unwrap() }
         })

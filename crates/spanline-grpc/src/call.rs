@@ -12,8 +12,8 @@ use std::time::Instant;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use metrics::Histogram;
-use opentelemetry::KeyValue;
 use opentelemetry::trace::{Status as SpanStatus, TraceContextExt};
+use opentelemetry::{KeyValue, Value};
 use spanline_core::RequestContext;
 use spanline_core::semconv::{general, rpc};
 use tonic::Code;
@@ -51,6 +51,26 @@ fn code_from_headers(headers: &HeaderMap) -> Option<Code> {
     headers
         .get(rpc::GRPC_STATUS)
         .map(|v| Code::from_bytes(v.as_bytes()))
+}
+
+/// A string attribute value that clones without allocating: static text
+/// stays static, owned text becomes reference-counted.
+#[allow(
+    clippy::ptr_arg,
+    reason = "borrowed vs owned is the point: static text stays static"
+)]
+pub(crate) fn shared_str(s: &Cow<'static, str>) -> Value {
+    match s {
+        Cow::Borrowed(b) => Value::from(*b),
+        Cow::Owned(o) => Value::from(Arc::<str>::from(o.as_str())),
+    }
+}
+
+/// `base` copied into a vector with room for `extra` more attributes.
+pub(crate) fn with_room(base: &[KeyValue], extra: usize) -> Vec<KeyValue> {
+    let mut v = Vec::with_capacity(base.len() + extra);
+    v.extend_from_slice(base);
+    v
 }
 
 /// Which side of the call a layer is on.
@@ -108,6 +128,22 @@ impl MethodTable {
             }
         }
         (Cow::Borrowed(rpc::METHOD_OTHER), None)
+    }
+
+    /// The method names, in table order, then `_OTHER`: index a per-method
+    /// array built from these with [`MethodTable::slot`].
+    pub(crate) fn names(&self) -> impl Iterator<Item = &Cow<'static, str>> {
+        static OTHER: Cow<'static, str> = Cow::Borrowed(rpc::METHOD_OTHER);
+        self.methods
+            .iter()
+            .map(|(_, m, _)| m)
+            .chain(std::iter::once(&OTHER))
+    }
+
+    /// The position of a [`MethodTable::lookup`] result in
+    /// [`MethodTable::names`].
+    pub(crate) fn slot(&self, method: Option<usize>) -> usize {
+        method.unwrap_or(self.methods.len())
     }
 
     fn histogram(&self, method: Option<usize>, code: Code) -> &Histogram {

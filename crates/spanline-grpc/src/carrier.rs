@@ -20,8 +20,23 @@ fn count_non_ascii() {
         .increment(1);
 }
 
+/// The W3C header names, checked at compile time (the injector's keys are
+/// almost always one of these: no lower-casing or parsing per call).
+const TRACEPARENT: HeaderName = HeaderName::from_static(header::TRACEPARENT);
+const TRACESTATE: HeaderName = HeaderName::from_static(header::TRACESTATE);
+const BAGGAGE: HeaderName = HeaderName::from_static(header::BAGGAGE);
+
+fn header_name(key: &str) -> Option<HeaderName> {
+    match key {
+        header::TRACEPARENT => Some(TRACEPARENT),
+        header::TRACESTATE => Some(TRACESTATE),
+        header::BAGGAGE => Some(BAGGAGE),
+        _ => HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes()).ok(),
+    }
+}
+
 fn set_header(map: &mut HeaderMap, key: &str, value: String) {
-    let Ok(name) = HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes()) else {
+    let Some(name) = header_name(key) else {
         count_non_ascii();
         return;
     };
@@ -35,7 +50,13 @@ fn set_header(map: &mut HeaderMap, key: &str, value: String) {
         return;
     }
     match HeaderValue::try_from(value) {
-        Ok(v) => {
+        Ok(mut v) => {
+            // A `traceparent` is new on every call: HPACK "never indexed",
+            // so it does not churn the connection's header table (evicting
+            // the headers that do repeat) on both ends.
+            if name == TRACEPARENT {
+                v.set_sensitive(true);
+            }
             map.insert(name, v);
         }
         Err(_) => count_non_ascii(),

@@ -21,7 +21,10 @@ use spanline_core::{RequestContext, Telemetry, propagation};
 use tonic::Code;
 use tower::{Layer, Service};
 
-use crate::call::{CallRecord, MethodTable, Side, TracedBody, TracedResponse, WORKER_METHODS};
+use crate::call::{
+    CallRecord, MethodTable, Side, TracedBody, TracedResponse, WORKER_METHODS, shared_str,
+    with_room,
+};
 use crate::carrier::HeaderInjector;
 
 /// Adds a CLIENT span, propagation and `grpc-timeout` to every call through
@@ -37,7 +40,10 @@ struct ClientShared {
     telemetry: Telemetry,
     server: Option<(Cow<'static, str>, u16)>,
     table: Arc<MethodTable>,
-    static_attributes: Vec<KeyValue>,
+    /// The CLIENT span's attributes per known method (by table index),
+    /// then for `_OTHER`: built once, cloned per call without allocating
+    /// a string (every value is static or reference-counted).
+    attributes: Vec<Vec<KeyValue>>,
 }
 
 impl ClientTraceLayer {
@@ -86,20 +92,30 @@ impl ClientTraceLayerBuilder {
     /// Build (registers the duration histograms with the current `metrics`
     /// recorder).
     pub fn build(self) -> ClientTraceLayer {
-        let mut static_attributes = vec![
+        let mut common = vec![
             KeyValue::new(rpc::SYSTEM_NAME, rpc::SYSTEM_GRPC),
             KeyValue::new(spanline::SEGMENT_TYPE, rpc::SEGMENT_HOP),
         ];
         if let Some((address, port)) = &self.server {
-            static_attributes.push(KeyValue::new(general::SERVER_ADDRESS, address.to_string()));
-            static_attributes.push(KeyValue::new(general::SERVER_PORT, i64::from(*port)));
+            common.push(KeyValue::new(general::SERVER_ADDRESS, shared_str(address)));
+            common.push(KeyValue::new(general::SERVER_PORT, i64::from(*port)));
         }
+        let table = MethodTable::new(Side::Client, &self.methods);
+        let attributes = table
+            .names()
+            .map(|method| {
+                let mut a = Vec::with_capacity(common.len() + 1);
+                a.extend_from_slice(&common);
+                a.push(KeyValue::new(rpc::METHOD, shared_str(method)));
+                a
+            })
+            .collect();
         ClientTraceLayer {
             shared: Arc::new(ClientShared {
-                table: Arc::new(MethodTable::new(Side::Client, &self.methods)),
+                table: Arc::new(table),
                 telemetry: self.telemetry,
                 server: self.server,
-                static_attributes,
+                attributes,
             }),
         }
     }
@@ -174,12 +190,19 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let shared = &self.shared;
-        let parent = req.extensions().get::<RequestContext>().cloned();
-        let parent = parent.unwrap_or_default();
+        // Taken, not cloned: nothing below this layer reads it.
+        let parent = req
+            .extensions_mut()
+            .remove::<RequestContext>()
+            .unwrap_or_default();
         let (method, index) = shared.table.lookup(req.uri().path());
         let record = if shared.telemetry.is_enabled() {
-            let mut attributes = shared.static_attributes.clone();
-            attributes.push(KeyValue::new(rpc::METHOD, method.clone()));
+            // Room for what comes later (request attributes, status code,
+            // error type): the SDK keeps this vector, so no regrowth.
+            let attributes = with_room(
+                &shared.attributes[shared.table.slot(index)],
+                parent.attributes().span_attributes().len() + 2,
+            );
             let builder = SpanBuilder::from_name(method)
                 .with_kind(SpanKind::Client)
                 .with_attributes(attributes);

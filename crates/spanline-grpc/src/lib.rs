@@ -46,6 +46,8 @@ mod pool;
 mod remote;
 pub mod server;
 pub mod status;
+mod transport;
+pub mod wire;
 mod worker;
 
 /// The generated protobuf types and tonic client/server of

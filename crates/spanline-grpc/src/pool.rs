@@ -22,19 +22,19 @@ use spanline_core::semconv::rpc;
 use spanline_core::{StageDescriptor, Telemetry};
 use tokio::time::{Instant, Sleep};
 use tonic::Status;
+use tonic::transport::Channel;
 use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, Load, PendingRequests};
 use tower::retry::budget::TpsBudget;
-use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use crate::GrpcError;
+use crate::client::ClientTrace;
 use crate::client::ClientTraceLayer;
-use crate::remote::{
-    Failover, Liveness, RemoteStage, Transport, WorkerChannel, endpoint, host_port, traced,
-};
+use crate::remote::{Failover, Liveness, RemoteStage, WorkerChannel, endpoint, host_port};
+use crate::transport::{PoolTransport, TracedHttpResponse, Transport, traced, transport_status};
 use crate::worker::DEFAULT_MAX_MESSAGE_SIZE;
 
 /// Pool settings.
@@ -86,7 +86,7 @@ struct Shared {
 
 /// One endpoint: ejected for a while after a transport failure.
 struct Ejecting {
-    inner: PendingRequests<Transport, CompleteOnResponse>,
+    inner: PendingRequests<ClientTrace<Channel>, CompleteOnResponse>,
     until: Arc<Mutex<Option<Instant>>>,
     sleep: Option<Pin<Box<Sleep>>>,
     backoff: Duration,
@@ -120,7 +120,7 @@ fn eject(until: &Mutex<Option<Instant>>, backoff: Duration, shared: &Shared) {
 }
 
 impl Service<http::Request<tonic::body::Body>> for Ejecting {
-    type Response = http::Response<tonic::body::Body>;
+    type Response = TracedHttpResponse;
     type Error = Status;
     type Future = BoxFuture<'static, Result<Self::Response, Status>>;
 
@@ -145,7 +145,8 @@ impl Service<http::Request<tonic::body::Body>> for Ejecting {
                 cx.waker().wake_by_ref();
                 Poll::Pending
             }
-            other => other,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -156,18 +157,19 @@ impl Service<http::Request<tonic::body::Body>> for Ejecting {
         self.inner
             .call(req)
             .map(move |r| {
-                r.inspect_err(|status| {
-                    if status.code() == tonic::Code::Unavailable {
-                        eject(&until, backoff, &shared);
-                    }
-                })
+                r.map_err(|e| transport_status(e.into()))
+                    .inspect_err(|status| {
+                        if status.code() == tonic::Code::Unavailable {
+                            eject(&until, backoff, &shared);
+                        }
+                    })
             })
             .boxed()
     }
 }
 
 impl Load for Ejecting {
-    type Metric = <PendingRequests<Transport, CompleteOnResponse> as Load>::Metric;
+    type Metric = <PendingRequests<ClientTrace<Channel>, CompleteOnResponse> as Load>::Metric;
     fn load(&self) -> Self::Metric {
         self.inner.load()
     }
@@ -209,7 +211,7 @@ impl WorkerPool {
             let layer = ClientTraceLayer::builder(telemetry.clone())
                 .server(host.clone(), port)
                 .build();
-            let transport = traced(endpoint.connect_lazy(), layer);
+            let transport = traced(endpoint.connect_lazy(), &layer);
             services.push(Ejecting {
                 inner: PendingRequests::new(transport, CompleteOnResponse::default()),
                 until: Arc::new(Mutex::new(None)),
@@ -221,8 +223,7 @@ impl WorkerPool {
         }
         let balance = Balance::new(ServiceList::new(services));
         let buffer = Buffer::new(balance, config.buffer.max(1));
-        let transport: Transport =
-            BoxCloneSyncService::new(buffer.map_err(crate::remote::transport_status));
+        let transport = Transport::Pool(PoolTransport::new(buffer.map_err(transport_status)));
         let budget = config
             .retry_budget
             .map(|(ttl, min, pct)| Arc::new(TpsBudget::new(ttl, min, pct)));

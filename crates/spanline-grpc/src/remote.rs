@@ -11,41 +11,22 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanBuilder;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use spanline_core::semconv::{rpc, spanline};
 use spanline_core::{RequestContext, Stage, StageDescriptor, StageError, Telemetry};
-use tonic::body::Body;
-use tonic::transport::{Channel, Endpoint};
+use tonic::client::Grpc;
+use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 use tower::retry::budget::{Budget, TpsBudget};
-use tower::util::BoxCloneSyncService;
-use tower::{BoxError, ServiceBuilder, ServiceExt};
 
 use crate::GrpcError;
 use crate::client::ClientTraceLayer;
-use crate::proto::RunRequest;
-use crate::proto::stage_worker_client::StageWorkerClient;
+use crate::proto::{GenerateChunk, RunResponse};
 use crate::status::from_status;
-use crate::worker::{DEFAULT_MAX_MESSAGE_SIZE, decode};
-
-/// The boxed, traced transport a remote stage calls through: one endpoint
-/// ([`WorkerChannel::connect_lazy`]) or a balanced pool
-/// ([`WorkerPool`](crate::WorkerPool)).
-/// Its error is a `Status` (a transport failure is `UNAVAILABLE`), not a
-/// boxed error: the generated client's `Into<StdError>` bound on a boxed
-/// error defeats the `Send` proof of `async_trait` futures.
-pub(crate) type Transport = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, Status>;
-
-/// A transport error as a status: a `Status` already inside is kept,
-/// anything else (connection refused or lost) is `UNAVAILABLE`, with a
-/// content-free message.
-pub(crate) fn transport_status(error: BoxError) -> Status {
-    match error.downcast::<Status>() {
-        Ok(status) => *status,
-        Err(_) => Status::unavailable("worker unreachable"),
-    }
-}
+use crate::transport::{
+    RunCall, Transport, WorkerCodec, generate_path, run_path, stage_field, traced,
+};
+use crate::wire::{Decode, Encode, Json, WireFormat, decode_failed, encode_failed};
+use crate::worker::DEFAULT_MAX_MESSAGE_SIZE;
 
 /// How a remote call fails over to another worker.
 #[derive(Clone, Debug)]
@@ -116,15 +97,6 @@ pub(crate) fn endpoint(uri: &str, liveness: Liveness) -> Result<Endpoint, GrpcEr
     })
 }
 
-pub(crate) fn traced(channel: Channel, layer: ClientTraceLayer) -> Transport {
-    let svc = ServiceBuilder::new()
-        .layer(layer)
-        .service(channel)
-        .map_response(|r: http::Response<_>| r.map(Body::new))
-        .map_err(|e| transport_status(e.into()));
-    BoxCloneSyncService::new(svc)
-}
-
 impl WorkerChannel {
     /// A traced channel to the worker at `uri` (`http://host:port`),
     /// connecting on first use. The CLIENT spans carry `server.address` and
@@ -138,7 +110,7 @@ impl WorkerChannel {
             .server(host.clone(), port)
             .build();
         Ok(WorkerChannel {
-            transport: traced(endpoint.connect_lazy(), layer),
+            transport: Transport::Single(traced(endpoint.connect_lazy(), &layer)),
             server: Some((host, port)),
             failover: Failover {
                 max_attempts: 1,
@@ -155,23 +127,37 @@ impl WorkerChannel {
         self
     }
 
-    /// A remote stage: `descriptor.name` is the worker-side stage name
-    /// (override with [`RemoteStage::worker_stage`]). The descriptor is
-    /// marked remote (`.server(..)` for a single worker), so the pipeline's
-    /// stage span is a CLIENT span.
+    /// A remote stage whose input and output travel as JSON:
+    /// `descriptor.name` is the worker-side stage name (override with
+    /// [`RemoteStage::worker_stage`]). The descriptor is marked remote
+    /// (`.server(..)` for a single worker), so the pipeline's stage span is
+    /// a CLIENT span.
     pub fn stage<I, O>(&self, descriptor: StageDescriptor) -> RemoteStage<I, O> {
+        self.stage_in(Json, descriptor)
+    }
+
+    /// A remote stage whose input and output travel in `format` (for
+    /// example [`Raw`](crate::wire::Raw) bytes, with no encoding on either
+    /// side); the worker must host the stage in the same format
+    /// ([`WorkerBuilder::stage_in`](crate::WorkerBuilder::stage_in)).
+    pub fn stage_in<I, O, F: WireFormat>(
+        &self,
+        _format: F,
+        descriptor: StageDescriptor,
+    ) -> RemoteStage<I, O, F> {
         let descriptor = match &self.server {
             Some((host, port)) => descriptor.server(host.clone(), *port),
             None => descriptor.remote(),
         };
-        let client = StageWorkerClient::new(self.transport.clone())
+        let grpc = Grpc::new(self.transport.clone())
             .max_decoding_message_size(self.max_message_size)
             .max_encoding_message_size(self.max_message_size);
         RemoteStage {
             inner: Arc::new(RemoteInner {
+                stage_field: stage_field(&descriptor.name),
                 worker_stage: descriptor.name.clone(),
                 descriptor,
-                client,
+                grpc,
                 failover: self.failover.clone(),
                 max_message_size: self.max_message_size,
             }),
@@ -180,39 +166,37 @@ impl WorkerChannel {
     }
 }
 
-type RunFuture = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = Result<tonic::Response<crate::proto::RunResponse>, Status>>
-            + Send,
-    >,
->;
-
-/// Boxed outside the `async_trait` body: proving the generated client's
-/// future `Send` inside it trips a higher-ranked lifetime limitation.
-fn call_run(
-    mut client: StageWorkerClient<Transport>,
-    request: tonic::Request<RunRequest>,
-) -> RunFuture {
-    Box::pin(async move { client.run(request).await })
+/// One `Run` call: no boxing beyond the `Stage` trait's own (the transport
+/// is unboxed for a single endpoint, the request is pre-encoded).
+async fn call_run(
+    mut grpc: Grpc<Transport>,
+    request: tonic::Request<RunCall>,
+) -> Result<tonic::Response<RunResponse>, Status> {
+    grpc.ready().await?;
+    grpc.unary(request, run_path(), WorkerCodec::default())
+        .await
 }
 
 struct RemoteInner {
     descriptor: StageDescriptor,
     worker_stage: Cow<'static, str>,
-    client: StageWorkerClient<Transport>,
+    /// `RunRequest.stage`, encoded once.
+    stage_field: Bytes,
+    grpc: Grpc<Transport>,
     failover: Failover,
     max_message_size: usize,
 }
 
-/// A stage that runs on a worker. Inputs and outputs travel as JSON; the
-/// request context travels in the metadata (through the client layer); the
+/// A stage that runs on a worker. Inputs and outputs travel in the wire
+/// format `F` (JSON by default, see [`wire`](crate::wire)); the request
+/// context travels in the metadata (through the client layer); the
 /// remaining deadline travels as `grpc-timeout` and is enforced here too.
-pub struct RemoteStage<I, O> {
+pub struct RemoteStage<I, O, F = Json> {
     inner: Arc<RemoteInner>,
-    _types: PhantomData<fn(I) -> O>,
+    _types: PhantomData<fn(I, F) -> O>,
 }
 
-impl<I, O> Clone for RemoteStage<I, O> {
+impl<I, O, F> Clone for RemoteStage<I, O, F> {
     fn clone(&self) -> Self {
         RemoteStage {
             inner: self.inner.clone(),
@@ -221,7 +205,7 @@ impl<I, O> Clone for RemoteStage<I, O> {
     }
 }
 
-impl<I, O> std::fmt::Debug for RemoteStage<I, O> {
+impl<I, O, F> std::fmt::Debug for RemoteStage<I, O, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteStage")
             .field("descriptor", &self.inner.descriptor)
@@ -230,14 +214,16 @@ impl<I, O> std::fmt::Debug for RemoteStage<I, O> {
     }
 }
 
-impl<I, O> RemoteStage<I, O> {
+impl<I, O, F> RemoteStage<I, O, F> {
     /// Call the worker-side stage registered as `name` (by default the
     /// descriptor's name).
     pub fn worker_stage(self, name: impl Into<Cow<'static, str>>) -> Self {
+        let worker_stage = name.into();
         let inner = RemoteInner {
             descriptor: self.inner.descriptor.clone(),
-            worker_stage: name.into(),
-            client: self.inner.client.clone(),
+            stage_field: stage_field(&worker_stage),
+            worker_stage,
+            grpc: self.inner.grpc.clone(),
             failover: self.inner.failover.clone(),
             max_message_size: self.inner.max_message_size,
         };
@@ -248,10 +234,10 @@ impl<I, O> RemoteStage<I, O> {
     }
 }
 
-impl<I: Serialize, O> RemoteStage<I, O> {
-    fn encode(&self, input: &I) -> Result<Bytes, StageError> {
-        let payload = serde_json::to_vec(input)
-            .map_err(|_| StageError::invalid_input("the input cannot be encoded as JSON"))?;
+impl<I, O, F: Encode<I>> RemoteStage<I, O, F> {
+    fn encode(&self, input: I) -> Result<Bytes, StageError> {
+        let payload = F::encode(input)
+            .map_err(|_| StageError::invalid_input(encode_failed::<F>("the input")))?;
         if payload.len() > self.inner.max_message_size {
             return Err(StageError::invalid_input(format!(
                 "the encoded input is {} bytes; the limit is {} bytes",
@@ -259,12 +245,12 @@ impl<I: Serialize, O> RemoteStage<I, O> {
                 self.inner.max_message_size
             )));
         }
-        Ok(payload.into())
+        Ok(payload)
     }
 
-    fn request(&self, payload: Bytes, ctx: &RequestContext) -> tonic::Request<RunRequest> {
-        let mut request = tonic::Request::new(RunRequest {
-            stage: self.inner.worker_stage.to_string(),
+    fn request(&self, payload: Bytes, ctx: &RequestContext) -> tonic::Request<RunCall> {
+        let mut request = tonic::Request::new(RunCall {
+            stage_field: self.inner.stage_field.clone(),
             payload,
         });
         request.extensions_mut().insert(ctx.clone());
@@ -302,34 +288,42 @@ impl<I: Serialize, O> RemoteStage<I, O> {
         &self,
         input: I,
         ctx: &RequestContext,
-    ) -> Result<impl Stream<Item = Result<O, StageError>> + Send + 'static + use<I, O>, StageError>
+    ) -> Result<impl Stream<Item = Result<O, StageError>> + Send + 'static + use<I, O, F>, StageError>
     where
-        O: DeserializeOwned + Send + 'static,
+        O: Send + 'static,
+        F: Decode<O>,
     {
         if ctx.is_expired() {
             return Err(StageError::deadline_exceeded());
         }
-        let payload = self.encode(&input)?;
+        let payload = self.encode(input)?;
         let request = self.request(payload, ctx);
-        let mut client = self.inner.client.clone();
-        let response = client
-            .generate(request)
+        let mut grpc = self.inner.grpc.clone();
+        grpc.ready().await.map_err(|s| self.error(&s, ctx))?;
+        let response = grpc
+            .server_streaming(
+                request,
+                generate_path(),
+                WorkerCodec::<GenerateChunk>::default(),
+            )
             .await
             .map_err(|s| self.error(&s, ctx))?;
         let stage = self.inner.worker_stage.clone();
         let capture = ctx.captures_content();
         Ok(response.into_inner().map(move |item| match item {
-            Ok(chunk) => decode(&chunk.payload, "a streamed item"),
+            Ok(chunk) => F::decode(chunk.payload)
+                .map_err(|e| StageError::invalid_output(decode_failed::<F>("a streamed item", &e))),
             Err(status) => Err(from_status(&status, &stage, capture)),
         }))
     }
 }
 
 #[async_trait]
-impl<I, O> Stage for RemoteStage<I, O>
+impl<I, O, F> Stage for RemoteStage<I, O, F>
 where
-    I: Serialize + Send + Sync + 'static,
-    O: DeserializeOwned + Send + 'static,
+    I: Send + Sync + 'static,
+    O: Send + 'static,
+    F: Encode<I> + Decode<O>,
 {
     type Input = I;
     type Output = O;
@@ -342,13 +336,10 @@ where
         if ctx.is_expired() {
             return Err(StageError::deadline_exceeded());
         }
-        let payload = self.encode(&input)?;
+        let payload = self.encode(input)?;
         let mut attempt = 1;
         loop {
-            let call = call_run(
-                self.inner.client.clone(),
-                self.request(payload.clone(), ctx),
-            );
+            let call = call_run(self.inner.grpc.clone(), self.request(payload.clone(), ctx));
             let result = match ctx.remaining() {
                 Some(left) => match tokio::time::timeout(left, call).await {
                     Ok(r) => r,
@@ -361,8 +352,9 @@ where
                     if let Some(b) = &self.inner.failover.budget {
                         b.deposit();
                     }
-                    return decode(&response.into_inner().payload, "the worker's response")
-                        .map_err(|e| StageError::invalid_output(e.message().to_owned()));
+                    return F::decode(response.into_inner().payload).map_err(|e| {
+                        StageError::invalid_output(decode_failed::<F>("the worker's response", &e))
+                    });
                 }
                 Err(status) if self.retry(&status, attempt, ctx) => attempt += 1,
                 Err(status) => return Err(self.error(&status, ctx)),
@@ -371,10 +363,11 @@ where
     }
 }
 
-impl<I, O> RemoteStage<I, O>
+impl<I, O, F> RemoteStage<I, O, F>
 where
-    I: Serialize + Send + Sync + 'static,
-    O: DeserializeOwned + Send + 'static,
+    I: Send + Sync + 'static,
+    O: Send + 'static,
+    F: Encode<I> + Decode<O>,
 {
     /// Run every input on the workers in parallel, one task per item. Each
     /// task carries its own context explicitly: a per-item span (the stage

@@ -25,7 +25,10 @@ use spanline_core::{RequestContext, Telemetry, propagation};
 use tonic::Code;
 use tower::{Layer, Service};
 
-use crate::call::{CallRecord, MethodTable, Side, TracedBody, TracedResponse, WORKER_METHODS};
+use crate::call::{
+    CallRecord, MethodTable, Side, TracedBody, TracedResponse, WORKER_METHODS, shared_str,
+    with_room,
+};
 use crate::carrier::HeaderExtractor;
 use crate::client::parse_grpc_timeout;
 
@@ -52,6 +55,9 @@ struct ServerShared {
     telemetry: Telemetry,
     edge: EdgeMode,
     table: Arc<MethodTable>,
+    /// The SERVER span's attributes per method slot (see
+    /// [`MethodTable::slot`]), built once.
+    attributes: Vec<Vec<KeyValue>>,
 }
 
 impl ServerTraceLayer {
@@ -101,11 +107,27 @@ impl ServerTraceLayerBuilder {
     /// Build (registers the duration histograms with the current `metrics`
     /// recorder).
     pub fn build(self) -> ServerTraceLayer {
+        let table = MethodTable::new(Side::Server, &self.methods);
+        let untrusted = self.edge == EdgeMode::Untrusted;
+        let attributes = table
+            .names()
+            .map(|method| {
+                let mut a = vec![
+                    KeyValue::new(rpc::SYSTEM_NAME, rpc::SYSTEM_GRPC),
+                    KeyValue::new(rpc::METHOD, shared_str(method)),
+                ];
+                if untrusted {
+                    a.push(KeyValue::new(rpc::UNTRUSTED_EDGE, true));
+                }
+                a
+            })
+            .collect();
         ServerTraceLayer {
             shared: Arc::new(ServerShared {
-                table: Arc::new(MethodTable::new(Side::Server, &self.methods)),
+                table: Arc::new(table),
                 telemetry: self.telemetry,
                 edge: self.edge,
+                attributes,
             }),
         }
     }
@@ -153,12 +175,11 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let shared = &self.shared;
         let extracted = propagation::extract(&HeaderExtractor::new(req.headers()));
-        let inbound = extracted.parent.clone();
-        let mut ctx = match shared.edge {
-            EdgeMode::Trusted => extracted.into_context(),
-            EdgeMode::Untrusted => RequestContext::new(),
-        }
-        .with_content_capture(shared.telemetry.captures_content());
+        let (ctx, inbound) = match shared.edge {
+            EdgeMode::Trusted => (extracted.into_context(), None),
+            EdgeMode::Untrusted => (RequestContext::new(), extracted.parent),
+        };
+        let mut ctx = ctx.with_content_capture(shared.telemetry.captures_content());
         if let Some(timeout) = req
             .headers()
             .get(rpc::GRPC_TIMEOUT)
@@ -168,16 +189,15 @@ where
         }
         let (method, index) = shared.table.lookup(req.uri().path());
         let record = if shared.telemetry.is_enabled() {
-            let mut attributes = vec![
-                KeyValue::new(rpc::SYSTEM_NAME, rpc::SYSTEM_GRPC),
-                KeyValue::new(rpc::METHOD, method.clone()),
-            ];
+            // Room for the request attributes, the worker's stage name, the
+            // status code and the error type (the SDK keeps this vector).
+            let attributes = with_room(
+                &shared.attributes[shared.table.slot(index)],
+                ctx.attributes().span_attributes().len() + 3,
+            );
             let mut builder = SpanBuilder::from_name(method).with_kind(SpanKind::Server);
-            if shared.edge == EdgeMode::Untrusted {
-                attributes.push(KeyValue::new(rpc::UNTRUSTED_EDGE, true));
-                if let Some(parent) = inbound {
-                    builder = builder.with_links(vec![Link::with_context(parent)]);
-                }
+            if let Some(parent) = inbound {
+                builder = builder.with_links(vec![Link::with_context(parent)]);
             }
             let call = ctx.start_span(&shared.telemetry, builder.with_attributes(attributes));
             ctx = call.clone();

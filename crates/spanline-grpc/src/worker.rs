@@ -1,25 +1,28 @@
 //! The worker side: a registry of named, type-erased stages served through
 //! `spanline.worker.v1.StageWorker`.
 //!
-//! Payloads are JSON (`serde_json`): the worker decodes a stage's input from
+//! Payloads are JSON (`serde_json`) unless a stage is hosted in another
+//! [wire format](crate::wire): the worker decodes a stage's input from
 //! `RunRequest.payload` and encodes its output into `RunResponse.payload`
-//! (or one `GenerateChunk.payload` per streamed item). A payload that does
-//! not decode is `INVALID_ARGUMENT` with a content-free message (position
-//! only, never a payload fragment).
+//! (or one `GenerateChunk.payload` per streamed item, always JSON). A
+//! payload that does not decode is `INVALID_ARGUMENT` with a content-free
+//! message (position only, never a payload fragment).
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use opentelemetry::KeyValue;
+use opentelemetry::{KeyValue, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use spanline_core::semconv::rpc;
-use spanline_core::{Pipeline, RequestContext, Stage, StageError, Telemetry};
+use spanline_core::{Instrumented, RequestContext, Stage, StageError, Step, Telemetry};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -29,54 +32,86 @@ use tonic::{Request, Response, Status};
 use crate::GrpcError;
 use crate::proto::stage_worker_server::{StageWorker, StageWorkerServer};
 use crate::proto::{GenerateChunk, RunRequest, RunResponse};
-use crate::server::{EdgeMode, ServerTraceLayer, request_context};
+use crate::server::{EdgeMode, ServerTraceLayer};
 use crate::status::{to_status, truncate};
+use crate::wire::{Decode, Encode, Json, decode_failed, encode_failed};
 
 /// Default largest message a worker or client accepts or sends (4 MiB,
 /// tonic's default).
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 
 /// A stream of encoded items from a streaming stage.
-type ByteStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>, StageError>> + Send + 'static>>;
+type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StageError>> + Send + 'static>>;
 
 #[async_trait]
 trait ErasedStage: Send + Sync {
-    async fn run(&self, payload: &[u8], ctx: &RequestContext) -> Result<Vec<u8>, StageError>;
+    async fn run(&self, payload: Bytes, ctx: &RequestContext) -> Result<Bytes, StageError>;
 }
 
 trait ErasedStream: Send + Sync {
-    fn open(&self, payload: &[u8], ctx: RequestContext) -> Result<ByteStream, StageError>;
+    fn open(&self, payload: Bytes, ctx: RequestContext) -> Result<ByteStream, StageError>;
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(payload: &[u8], what: &str) -> Result<T, StageError> {
-    serde_json::from_slice(payload).map_err(|e| {
-        // serde_json's message may quote the payload: keep the position only.
-        StageError::invalid_input(format!(
-            "{what} is not valid JSON for its type (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
-    })
+/// Decode a request payload in `F` (`INVALID_ARGUMENT` when it does not).
+fn decode<F: Decode<T>, T>(payload: Bytes) -> Result<T, StageError> {
+    F::decode(payload).map_err(|e| StageError::invalid_input(decode_failed::<F>("the payload", &e)))
 }
 
-struct JsonStage<S>(S);
+/// Encode a stage output in `F`.
+fn encode<F: Encode<T>, T>(output: T, what: &str) -> Result<Bytes, StageError> {
+    F::encode(output).map_err(|_| StageError::invalid_output(encode_failed::<F>(what)))
+}
+
+const OUTPUT: &str = "the stage output";
+
+/// A stage hosted as it is (`stage_as`), its payloads in `F`.
+struct AsIs<S, F>(S, PhantomData<fn() -> F>);
 
 #[async_trait]
-impl<S> ErasedStage for JsonStage<S>
+impl<S, F> ErasedStage for AsIs<S, F>
 where
     S: Stage,
-    S::Input: DeserializeOwned,
-    S::Output: Serialize,
+    F: Decode<S::Input> + Encode<S::Output>,
 {
-    async fn run(&self, payload: &[u8], ctx: &RequestContext) -> Result<Vec<u8>, StageError> {
-        let input: S::Input = decode(payload, "the payload")?;
-        let output = self.0.run(input, ctx).await?;
-        serde_json::to_vec(&output)
-            .map_err(|_| StageError::invalid_output("the stage output cannot be encoded as JSON"))
+    async fn run(&self, payload: Bytes, ctx: &RequestContext) -> Result<Bytes, StageError> {
+        let input = decode::<F, _>(payload)?;
+        encode::<F, _>(self.0.run(input, ctx).await?, OUTPUT)
     }
 }
 
-struct JsonStream<F, I>(F, std::marker::PhantomData<fn(I)>);
+/// A stage hosted in its instrumentation layer (`stage`): one stage span
+/// under the SERVER span. Payloads in `F`.
+struct Layered<S: Stage, F>(Instrumented<S>, PhantomData<fn() -> F>);
+
+#[async_trait]
+impl<S, F> ErasedStage for Layered<S, F>
+where
+    S: Stage,
+    F: Decode<S::Input> + Encode<S::Output>,
+{
+    async fn run(&self, payload: Bytes, ctx: &RequestContext) -> Result<Bytes, StageError> {
+        let input = decode::<F, _>(payload)?;
+        encode::<F, _>(self.0.call(input, ctx).await?, OUTPUT)
+    }
+}
+
+/// A registered stage and its name as a span attribute (built once).
+#[derive(Clone)]
+struct Hosted<T: ?Sized> {
+    stage: Arc<T>,
+    attribute: KeyValue,
+}
+
+impl<T: ?Sized> Hosted<T> {
+    fn new(name: &str, stage: Arc<T>) -> Self {
+        Hosted {
+            stage,
+            attribute: KeyValue::new(rpc::WORKER_STAGE, Value::from(Arc::<str>::from(name))),
+        }
+    }
+}
+
+struct JsonStream<F, I>(F, PhantomData<fn(I)>);
 
 impl<F, I, O, St> ErasedStream for JsonStream<F, I>
 where
@@ -85,14 +120,10 @@ where
     O: Serialize,
     St: Stream<Item = Result<O, StageError>> + Send + 'static,
 {
-    fn open(&self, payload: &[u8], ctx: RequestContext) -> Result<ByteStream, StageError> {
-        let input: I = decode(payload, "the payload")?;
+    fn open(&self, payload: Bytes, ctx: RequestContext) -> Result<ByteStream, StageError> {
+        let input: I = decode::<Json, _>(payload)?;
         Ok(Box::pin((self.0)(input, ctx).map(|item| {
-            item.and_then(|o| {
-                serde_json::to_vec(&o).map_err(|_| {
-                    StageError::invalid_output("a streamed item cannot be encoded as JSON")
-                })
-            })
+            item.and_then(|o| encode::<Json, _>(o, "a streamed item"))
         })))
     }
 }
@@ -113,8 +144,8 @@ where
 /// ```
 #[derive(Clone)]
 pub struct Worker {
-    stages: Arc<HashMap<String, Arc<dyn ErasedStage>>>,
-    streams: Arc<HashMap<String, Arc<dyn ErasedStream>>>,
+    stages: Arc<HashMap<String, Hosted<dyn ErasedStage>>>,
+    streams: Arc<HashMap<String, Hosted<dyn ErasedStream>>>,
     layer: ServerTraceLayer,
     max_message_size: usize,
 }
@@ -132,8 +163,8 @@ impl std::fmt::Debug for Worker {
 pub struct WorkerBuilder {
     telemetry: Telemetry,
     edge: EdgeMode,
-    stages: HashMap<String, Arc<dyn ErasedStage>>,
-    streams: HashMap<String, Arc<dyn ErasedStream>>,
+    stages: HashMap<String, Hosted<dyn ErasedStage>>,
+    streams: HashMap<String, Hosted<dyn ErasedStream>>,
     max_message_size: usize,
 }
 
@@ -292,32 +323,58 @@ impl Connected for Tied {
 
 impl WorkerBuilder {
     /// Host `stage` under its descriptor's name, instrumented: each call
-    /// runs as a one-step pipeline (an `invoke_workflow {name}` span and the
-    /// stage span under the SERVER span, plus the stage histograms). The
-    /// request deadline applies.
+    /// gets one stage span, a child of the SERVER span, with the stage
+    /// histograms (labelled `pipeline` = `stage` = the stage's name), as
+    /// step 0 of a pipeline of that name would; no pipeline root span.
+    /// The request deadline applies. Registers the histograms with the
+    /// current `metrics` recorder.
     pub fn stage<S>(self, stage: S) -> Self
     where
         S: Stage + 'static,
         S::Input: DeserializeOwned,
         S::Output: Serialize,
     {
-        let name = stage.describe().name.into_owned();
-        let pipeline = Pipeline::builder(name.clone())
-            .telemetry(self.telemetry.clone())
-            .then(stage)
-            .build();
-        self.stage_as(name, pipeline)
+        self.stage_in(Json, stage)
+    }
+
+    /// [`WorkerBuilder::stage`] with its payloads in `format` (for
+    /// example [`Raw`](crate::wire::Raw) bytes); callers must use the same
+    /// format ([`WorkerChannel::stage_in`](crate::WorkerChannel::stage_in)).
+    pub fn stage_in<S, F>(mut self, _format: F, stage: S) -> Self
+    where
+        S: Stage + 'static,
+        F: Decode<S::Input> + Encode<S::Output>,
+    {
+        let name = stage.describe().name;
+        let step = Instrumented::standalone(stage, name.clone(), self.telemetry.clone());
+        let hosted: Hosted<dyn ErasedStage> =
+            Hosted::new(&name, Arc::new(Layered::<S, F>(step, PhantomData)));
+        self.stages.insert(name.into_owned(), hosted);
+        self
     }
 
     /// Host `stage` under `name` as it is (no extra instrumentation: use
-    /// this for a [`Pipeline`], which instruments itself).
-    pub fn stage_as<S>(mut self, name: impl Into<String>, stage: S) -> Self
+    /// this for a [`Pipeline`](spanline_core::Pipeline), which instruments
+    /// itself), its payloads JSON.
+    pub fn stage_as<S>(self, name: impl Into<String>, stage: S) -> Self
     where
         S: Stage + 'static,
         S::Input: DeserializeOwned,
         S::Output: Serialize,
     {
-        self.stages.insert(name.into(), Arc::new(JsonStage(stage)));
+        self.stage_as_in(Json, name, stage)
+    }
+
+    /// [`WorkerBuilder::stage_as`] with its payloads in `format`.
+    pub fn stage_as_in<S, F>(mut self, _format: F, name: impl Into<String>, stage: S) -> Self
+    where
+        S: Stage + 'static,
+        F: Decode<S::Input> + Encode<S::Output>,
+    {
+        let name = name.into();
+        let hosted: Hosted<dyn ErasedStage> =
+            Hosted::new(&name, Arc::new(AsIs::<S, F>(stage, PhantomData)));
+        self.stages.insert(name, hosted);
         self
     }
 
@@ -330,10 +387,10 @@ impl WorkerBuilder {
         O: Serialize + 'static,
         St: Stream<Item = Result<O, StageError>> + Send + 'static,
     {
-        self.streams.insert(
-            name.into(),
-            Arc::new(JsonStream(open, std::marker::PhantomData)),
-        );
+        let name = name.into();
+        let hosted: Hosted<dyn ErasedStream> =
+            Hosted::new(&name, Arc::new(JsonStream(open, PhantomData)));
+        self.streams.insert(name, hosted);
         self
     }
 
@@ -363,6 +420,17 @@ impl WorkerBuilder {
     }
 }
 
+/// The request context the server layer left in the extensions (taken, not
+/// cloned), or one extracted from the metadata without the layer.
+fn take_context<T>(request: Request<T>) -> (RequestContext, T) {
+    let (metadata, mut extensions, message) = request.into_parts();
+    let ctx = match extensions.remove::<RequestContext>() {
+        Some(ctx) => ctx,
+        None => crate::carrier::extract_metadata(&metadata).into_context(),
+    };
+    (ctx, message)
+}
+
 fn unknown_stage(name: &str) -> Status {
     Status::not_found(format!(
         "no stage named `{}` on this worker",
@@ -373,20 +441,17 @@ fn unknown_stage(name: &str) -> Status {
 #[async_trait]
 impl StageWorker for Worker {
     async fn run(&self, request: Request<RunRequest>) -> Result<Response<RunResponse>, Status> {
-        let ctx = request_context(&request);
+        let (ctx, req) = take_context(request);
         let capture = ctx.captures_content();
-        let req = request.into_inner();
-        let Some(stage) = self.stages.get(&req.stage) else {
+        let Some(hosted) = self.stages.get(&req.stage) else {
             return Err(unknown_stage(&req.stage));
         };
-        ctx.set_attribute(KeyValue::new(rpc::WORKER_STAGE, req.stage.clone()));
+        ctx.set_attribute(hosted.attribute.clone());
         if ctx.is_expired() {
             return Err(to_status(&StageError::deadline_exceeded(), capture));
         }
-        match stage.run(&req.payload, &ctx).await {
-            Ok(payload) => Ok(Response::new(RunResponse {
-                payload: payload.into(),
-            })),
+        match hosted.stage.run(req.payload, &ctx).await {
+            Ok(payload) => Ok(Response::new(RunResponse { payload })),
             Err(e) => Err(to_status(&e, capture)),
         }
     }
@@ -398,20 +463,18 @@ impl StageWorker for Worker {
         &self,
         request: Request<RunRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
-        let ctx = request_context(&request);
+        let (ctx, req) = take_context(request);
         let capture = ctx.captures_content();
-        let req = request.into_inner();
-        let Some(stream) = self.streams.get(&req.stage) else {
+        let Some(hosted) = self.streams.get(&req.stage) else {
             return Err(unknown_stage(&req.stage));
         };
-        ctx.set_attribute(KeyValue::new(rpc::WORKER_STAGE, req.stage.clone()));
-        let items = stream
-            .open(&req.payload, ctx)
+        ctx.set_attribute(hosted.attribute.clone());
+        let items = hosted
+            .stage
+            .open(req.payload, ctx)
             .map_err(|e| to_status(&e, capture))?;
         Ok(Response::new(Box::pin(items.map(move |item| match item {
-            Ok(payload) => Ok(GenerateChunk {
-                payload: payload.into(),
-            }),
+            Ok(payload) => Ok(GenerateChunk { payload }),
             Err(e) => Err(to_status(&e, capture)),
         }))))
     }

@@ -87,6 +87,33 @@ async fn one_trace_across_two_hops() {
         spans.parent_of(stage).unwrap().name,
         "invoke_workflow client"
     );
+    // Each worker runs its hosted stage as one stage span directly under
+    // its SERVER span (no pipeline root on the worker side).
+    assert_eq!(
+        spans
+            .names()
+            .iter()
+            .filter(|n| n.starts_with("invoke_workflow"))
+            .count(),
+        1,
+        "only the caller's pipeline has a root: {:?}",
+        spans.names()
+    );
+    for (stage, index) in [("spanline.stage upper", 0), ("spanline.stage reverse", 0)] {
+        let worker_side = spans
+            .all_named(stage)
+            .into_iter()
+            .find(|s| s.span_kind == SpanKind::Internal)
+            .expect("the worker's stage span");
+        let parent = spans.parent_of(worker_side).expect("a parent");
+        assert_eq!(parent.span_kind, SpanKind::Server, "{stage}");
+        assert_eq!(parent.name, run);
+        assert_eq!(worker_side.i64_attr("spanline.step.index"), Some(index));
+        assert_eq!(
+            parent.str_attr("spanline.worker.stage").as_deref(),
+            worker_side.str_attr("spanline.stage.name").as_deref()
+        );
+    }
     // The nested call on worker A: one CLIENT call span descends from A's
     // SERVER span.
     let nested = clients.iter().filter(|c| {

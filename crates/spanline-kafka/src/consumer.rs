@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::{Counter, Histogram};
-use opentelemetry::KeyValue;
 use opentelemetry::trace::{Link, SpanBuilder, SpanContext, SpanKind, TraceContextExt};
+use opentelemetry::{KeyValue, Value};
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
@@ -17,6 +17,7 @@ use spanline_core::semconv::spanline::SEGMENT_TYPE;
 use spanline_core::{RequestContext, StageError, Telemetry};
 
 use crate::headers::{HeaderExtractor, extract_headers};
+use crate::names::TopicNames;
 use crate::{EmbeddedBroker, KafkaConfig, KafkaError};
 
 /// How a consumer gets its partitions.
@@ -52,13 +53,14 @@ pub(crate) fn record_queue_wait(
     };
     histogram.record(wait.as_secs_f64());
     if telemetry.is_enabled() {
-        let builder = SpanBuilder::from_name(format!("{} {topic}", m::op::QUEUE))
+        let names = crate::names::topic(topic);
+        let builder = SpanBuilder::from_name(names.queue.clone())
             .with_kind(SpanKind::Internal)
             .with_start_time(start)
             .with_attributes([
                 KeyValue::new(SEGMENT_TYPE, m::segment::QUEUE),
                 KeyValue::new(m::SYSTEM, m::SYSTEM_KAFKA),
-                KeyValue::new(m::DESTINATION_NAME, topic.to_owned()),
+                KeyValue::new(m::DESTINATION_NAME, names.destination.clone()),
             ]);
         let span = parent.start_span(telemetry, builder);
         span.otel_context().span().end_with_timestamp(now);
@@ -88,6 +90,8 @@ pub(crate) struct ConsumerInner {
     pub(crate) consumer: StreamConsumer,
     pub(crate) telemetry: Telemetry,
     pub(crate) group: String,
+    /// `messaging.consumer.group.name`, built once.
+    group_value: Value,
     pub(crate) metrics: ConsumerMetrics,
     _broker: Option<Arc<EmbeddedBroker>>,
 }
@@ -157,6 +161,7 @@ impl TracedConsumer {
             inner: Arc::new(ConsumerInner {
                 consumer,
                 group: group.to_owned(),
+                group_value: Value::from(Arc::<str>::from(group)),
                 metrics: ConsumerMetrics::new(),
                 telemetry,
                 _broker: resolved.broker,
@@ -197,16 +202,17 @@ impl TracedConsumer {
             &inner.metrics.queue_wait,
         );
         let ctx = if inner.telemetry.is_enabled() {
-            let mut attrs = self.process_attributes(msg.topic());
+            let names = crate::names::topic(msg.topic());
+            let mut attrs = self.process_attributes(&names);
             attrs.push(KeyValue::new(
                 m::DESTINATION_PARTITION_ID,
-                msg.partition().to_string(),
+                crate::names::partition(msg.partition()),
             ));
             attrs.push(KeyValue::new(m::KAFKA_OFFSET, msg.offset()));
             if let Some(id) = headers.get_str(h::CORRELATION_ID) {
                 attrs.push(KeyValue::new(m::CONVERSATION_ID, id.to_owned()));
             }
-            let builder = SpanBuilder::from_name(format!("{} {}", m::op::PROCESS, msg.topic()))
+            let builder = SpanBuilder::from_name(names.process.clone())
                 .with_kind(SpanKind::Consumer)
                 .with_start_time(now)
                 .with_attributes(attrs);
@@ -224,14 +230,16 @@ impl TracedConsumer {
         }
     }
 
-    fn process_attributes(&self, topic: &str) -> Vec<KeyValue> {
-        vec![
+    fn process_attributes(&self, names: &TopicNames) -> Vec<KeyValue> {
+        let mut attrs = Vec::with_capacity(9);
+        attrs.extend([
             KeyValue::new(m::SYSTEM, m::SYSTEM_KAFKA),
             KeyValue::new(m::OPERATION_NAME, m::op::PROCESS),
             KeyValue::new(m::OPERATION_TYPE, m::op::PROCESS),
-            KeyValue::new(m::DESTINATION_NAME, topic.to_owned()),
-            KeyValue::new(m::CONSUMER_GROUP_NAME, self.inner.group.clone()),
-        ]
+            KeyValue::new(m::DESTINATION_NAME, names.destination.clone()),
+            KeyValue::new(m::CONSUMER_GROUP_NAME, self.inner.group_value.clone()),
+        ]);
+        attrs
     }
 
     /// Receive up to `max` messages, waiting at most `wait` after the first,
@@ -276,14 +284,14 @@ impl TracedConsumer {
                 &inner.metrics.queue_wait,
             );
         }
-        let topic = msgs[0].topic().to_owned();
         let span = if inner.telemetry.is_enabled() {
-            let mut attrs = self.process_attributes(&topic);
+            let names = crate::names::topic(msgs[0].topic());
+            let mut attrs = self.process_attributes(&names);
             attrs.push(KeyValue::new(
                 m::BATCH_MESSAGE_COUNT,
                 i64::try_from(msgs.len()).unwrap_or(i64::MAX),
             ));
-            let builder = SpanBuilder::from_name(format!("{} {topic}", m::op::PROCESS))
+            let builder = SpanBuilder::from_name(names.process.clone())
                 .with_kind(SpanKind::Consumer)
                 .with_start_time(now)
                 .with_attributes(attrs)

@@ -13,7 +13,7 @@
 //! panics on what a producer sent.
 
 use opentelemetry::propagation::{Extractor, Injector};
-use rdkafka::message::{BorrowedHeaders, Header, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, OwnedHeaders};
 use spanline_core::RequestContext;
 use spanline_core::propagation::{self, Extracted};
 
@@ -37,13 +37,11 @@ impl HeaderInjector {
         }
     }
 
-    /// Append a header with a byte value.
+    /// Append a header with a byte value (librdkafka copies both; no
+    /// intermediate allocation).
     pub fn insert_bytes(&mut self, key: &str, value: &[u8]) {
-        if let Some(h) = self.headers.take() {
-            self.headers = Some(h.insert(Header {
-                key,
-                value: Some(value),
-            }));
+        if let Some(h) = self.headers.as_mut() {
+            raw::add(h, key.as_bytes(), value);
         }
     }
 
@@ -150,6 +148,7 @@ pub fn extract_headers(headers: Option<&BorrowedHeaders>) -> Extracted {
 mod tests {
     use super::*;
     use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    use rdkafka::message::Header;
 
     const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 

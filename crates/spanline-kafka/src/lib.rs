@@ -52,6 +52,7 @@ mod consumer;
 mod embedded;
 mod error;
 pub mod headers;
+mod names;
 mod producer;
 #[allow(unsafe_code)]
 mod raw;

@@ -207,15 +207,29 @@ impl TracedProducer {
         message: Outgoing<'_>,
     ) -> Result<PendingDelivery, KafkaError> {
         let inner = &*self.inner;
+        // One clock read for the span's start and `spanline-sent-at`, at the
+        // header's precision (µs), so the consumer's queue-wait span starts
+        // exactly where the send span does.
+        let sent_us = now_micros(SystemTime::now());
+        let now = UNIX_EPOCH + Duration::from_micros(sent_us);
         let span = if inner.telemetry.is_enabled() {
-            let mut attrs = Vec::with_capacity(inner.base_attributes.len() + 4);
+            // Names and values built once per topic and partition; one
+            // vector, sized for the attributes added on delivery (partition,
+            // offset) and the request's own, so the SDK never regrows it.
+            let names = crate::names::topic(message.topic);
+            let request = ctx.attributes().span_attributes().len();
+            let mut attrs = Vec::with_capacity(inner.base_attributes.len() + 4 + request);
             attrs.extend_from_slice(&inner.base_attributes);
-            attrs.push(KeyValue::new(m::DESTINATION_NAME, message.topic.to_owned()));
+            attrs.push(KeyValue::new(
+                m::DESTINATION_NAME,
+                names.destination.clone(),
+            ));
             if let Some(id) = message.conversation_id {
                 attrs.push(KeyValue::new(m::CONVERSATION_ID, id.to_owned()));
             }
-            let builder = SpanBuilder::from_name(format!("{} {}", m::op::SEND, message.topic))
+            let builder = SpanBuilder::from_name(names.send.clone())
                 .with_kind(SpanKind::Producer)
+                .with_start_time(now)
                 .with_attributes(attrs);
             ctx.start_span(&inner.telemetry, builder)
         } else {
@@ -226,8 +240,8 @@ impl TracedProducer {
             None => OwnedHeaders::new_with_capacity(4),
         });
         spanline_core::propagation::inject(&span, &mut injector);
-        let sent_at = now_micros(SystemTime::now()).to_string();
-        injector.insert_bytes(h::SENT_AT, sent_at.as_bytes());
+        let mut digits = [0u8; 20];
+        injector.insert_bytes(h::SENT_AT, crate::names::decimal(sent_us, &mut digits));
         let mut record = FutureRecord::<[u8], [u8]>::to(message.topic)
             .payload(message.payload)
             .headers(injector.into_inner());
@@ -336,11 +350,14 @@ impl Future for PendingDelivery {
                 let otel = this.span.otel_context();
                 let span = otel.span();
                 if span.is_recording() {
-                    span.set_attribute(KeyValue::new(
-                        m::DESTINATION_PARTITION_ID,
-                        d.partition.to_string(),
-                    ));
-                    span.set_attribute(KeyValue::new(m::KAFKA_OFFSET, d.offset));
+                    // One call (one lock of the span), no formatting.
+                    span.set_attributes([
+                        KeyValue::new(
+                            m::DESTINATION_PARTITION_ID,
+                            crate::names::partition(d.partition),
+                        ),
+                        KeyValue::new(m::KAFKA_OFFSET, d.offset),
+                    ]);
                 }
                 span.end();
                 Ok(Delivered {

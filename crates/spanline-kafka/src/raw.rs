@@ -5,7 +5,9 @@
 //! `CStr::to_str(..).unwrap()`, so a header key that is not UTF-8 — which
 //! any producer on the network can send — panics the consumer. This module
 //! reads headers through librdkafka's own `rd_kafka_header_get_all` and
-//! hands the key out as bytes. It is the only `unsafe` code of the crate
+//! hands the key out as bytes; it also writes the producer's headers through
+//! `rd_kafka_header_add` with the key's length (rdkafka's `OwnedHeaders::insert`
+//! allocates a `CString` per key). It is the only `unsafe` code of the crate
 //! (the crate lints `unsafe_code = "deny"`; see `Cargo.toml`).
 
 use std::ffi::{CStr, c_char, c_void};
@@ -67,31 +69,45 @@ pub(crate) fn iter(headers: &BorrowedHeaders) -> impl Iterator<Item = RawHeader<
     (0..count(headers)).filter_map(move |i| get(headers, i))
 }
 
-/// Add a header with an arbitrary byte key (test support: rdkafka's safe
-/// `OwnedHeaders::insert` only takes `&str` keys, so hostile keys can only
-/// be built here).
-#[cfg(test)]
-pub(crate) fn add_raw(
-    headers: rdkafka::message::OwnedHeaders,
-    key: &[u8],
-    value: &[u8],
-) -> rdkafka::message::OwnedHeaders {
+/// Append a header: the key as bytes with its length, so no `CString` is
+/// built per header (rdkafka's `OwnedHeaders::insert` allocates one for
+/// every key). Returns `false` when librdkafka refused it (a read-only
+/// headers object, which an `OwnedHeaders` never is). Also the only way to
+/// write a key that is not UTF-8 (test support for hostile keys).
+pub(crate) fn add(headers: &mut rdkafka::message::OwnedHeaders, key: &[u8], value: &[u8]) -> bool {
+    let (Ok(key_len), Ok(value_len)) = (isize::try_from(key.len()), isize::try_from(value.len()))
+    else {
+        return false;
+    };
     let native = ptr::from_ref(headers.as_borrowed())
         .cast::<rdsys::rd_kafka_headers_t>()
         .cast_mut();
-    // SAFETY: `headers` is an owned, writable headers object (the same call
-    // `OwnedHeaders::insert` makes); key and value are valid for their
-    // lengths; librdkafka copies both.
+    // SAFETY: `headers` is an owned headers object borrowed mutably here, so
+    // nothing else reads or writes it during the call; its address is the
+    // native `rd_kafka_headers_t` (see `get`), which is exactly what
+    // `OwnedHeaders::insert` passes to the same function. Key and value are
+    // valid for the lengths given; librdkafka copies both (it does not
+    // require a NUL-terminated key when the length is given).
     let err = unsafe {
         rdsys::rd_kafka_header_add(
             native,
             key.as_ptr().cast::<c_char>(),
-            key.len() as isize,
+            key_len,
             value.as_ptr().cast::<c_void>(),
-            value.len() as isize,
+            value_len,
         )
     };
-    assert_eq!(err, rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
+    err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+}
+
+/// [`add`] by value (test support).
+#[cfg(test)]
+pub(crate) fn add_raw(
+    mut headers: rdkafka::message::OwnedHeaders,
+    key: &[u8],
+    value: &[u8],
+) -> rdkafka::message::OwnedHeaders {
+    assert!(add(&mut headers, key, value));
     headers
 }
 
