@@ -3,8 +3,8 @@
 //! - `embed/{bare,stage}/{1,32}`: all-MiniLM-L6-v2 embeddings per second
 //!   for batches of 1 and 32 sentences (`benches/data/sentences.txt`, also
 //!   read by the Python sentence-transformers baseline in
-//!   `benches/python/st_bench.py`). `bare` is the embedder on the calling
-//!   thread; `stage` is a traced pipeline (`EmbedTexts`, sampled spans,
+//!   `benches/python/st_bench.py`). `bare` is the embedder called directly
+//!   on the same inference pool; `stage` is a traced pipeline (`EmbedTexts`, sampled spans,
 //!   histograms) hopping to the inference thread and back.
 //! - `generate/{bare,stage}/decode`: SmolLM2-135M (Q8_0) greedy tokens per
 //!   second over 32 new tokens; `bare` is candle's forward loop with argmax,
@@ -56,9 +56,10 @@ fn embed(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    let pool = threads();
     let embedder = BertEmbedder::minilm(&ModelResolver::from_env())
         .expect("all-MiniLM-L6-v2")
-        .threads(threads());
+        .threads(pool.clone());
     let t = TestTelemetry::new();
     let pipeline = t.build(|| {
         Pipeline::builder("bench-embed")
@@ -75,7 +76,7 @@ fn embed(c: &mut Criterion) {
         let batch: Vec<String> = all.iter().take(size).cloned().collect();
         group.throughput(Throughput::Elements(size as u64));
         group.bench_with_input(BenchmarkId::new("bare", size), &batch, |b, batch| {
-            b.iter(|| embedder.embed_blocking(batch).unwrap())
+            b.iter(|| pool.install(|| embedder.embed_blocking(batch).unwrap()))
         });
         group.bench_with_input(BenchmarkId::new("stage", size), &batch, |b, batch| {
             b.iter(|| {
@@ -143,9 +144,10 @@ fn generate(c: &mut Criterion) {
         .build()
         .unwrap();
     let t = TestTelemetry::new();
+    let pool = threads();
     let generator = LlamaGenerator::smollm2(&ModelResolver::from_env())
         .expect("SmolLM2")
-        .threads(threads())
+        .threads(pool.clone())
         .telemetry(t.telemetry());
     let prompt = generator
         .tokenize(&generator.render_prompt(&chat()))
@@ -185,7 +187,7 @@ fn generate(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(20));
     group.throughput(Throughput::Elements(u64::from(NEW_TOKENS)));
     group.bench_function("bare/decode", |b| {
-        b.iter(|| bare_generate(&weights, &prompt, NEW_TOKENS as usize))
+        b.iter(|| pool.install(|| bare_generate(&weights, &prompt, NEW_TOKENS as usize)))
     });
     group.bench_function("stage/decode", |b| b.iter(|| run(NEW_TOKENS)));
     group.throughput(Throughput::Elements(1));

@@ -113,8 +113,10 @@ impl BertEmbedder {
         self.inner.max_tokens
     }
 
-    /// Embed on the calling thread (for indexing jobs and benchmarks; stages
-    /// go through [`Embedder::embed`], which runs on the inference threads).
+    /// Embed synchronously, on the calling thread and the current rayon
+    /// pool (for indexing jobs and benchmarks; wrap in
+    /// [`InferenceThreads::install`] to pick the threads). Stages go through
+    /// [`Embedder::embed`], which runs on the embedder's inference threads.
     pub fn embed_blocking(&self, texts: &[String]) -> Result<EmbedOutput, ModelError> {
         embed_all(&self.inner, texts, self.max_batch)
     }

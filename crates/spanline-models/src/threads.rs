@@ -74,6 +74,12 @@ impl InferenceThreads {
         self.pool.current_num_threads()
     }
 
+    /// Run `work` on the pool and wait for it, from synchronous code (an
+    /// indexing job, a benchmark): its kernels use exactly these threads.
+    pub fn install<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(work)
+    }
+
     /// Run `work` on the pool with `ctx` carried in; a panic inside becomes
     /// an internal error instead of taking the process down.
     pub async fn run<R, F>(&self, ctx: &RequestContext, work: F) -> Result<R, StageError>

@@ -60,6 +60,35 @@ fn paraphrases_score_well_above_unrelated_pairs() {
     assert!(paraphrase - unrelated > 0.4, "{paraphrase} vs {unrelated}");
 }
 
+/// The same numbers as Python sentence-transformers 6.2 (torch 2.15) on
+/// the same files: `benches/python/st_bench.py` prints these references.
+#[test]
+fn embeddings_match_sentence_transformers() {
+    let e = embed(&[
+        "A man is eating food.",
+        "A man is eating a piece of bread.",
+        "The new movie is awful.",
+    ]);
+    let reference = [0.033242, 0.004406, -0.006277, 0.048379, -0.138702];
+    for (got, want) in e[0].0.iter().zip(reference) {
+        assert!(
+            (got - want).abs() < 1e-4,
+            "{:?} vs {reference:?}",
+            &e[0].0[..5]
+        );
+    }
+    assert!(
+        (e[0].dot(&e[1]) - 0.755337).abs() < 1e-4,
+        "{}",
+        e[0].dot(&e[1])
+    );
+    assert!(
+        (e[0].dot(&e[2]) - -0.016429).abs() < 1e-4,
+        "{}",
+        e[0].dot(&e[2])
+    );
+}
+
 #[test]
 fn padding_in_a_batch_does_not_change_an_embedding() {
     let alone = embed(&["short text"]);

@@ -299,9 +299,7 @@ pub async fn retrieval_worker(
     top_k: usize,
     assignment: WorkerConfig,
 ) -> Result<Worker<impl spanline::kafka::Handler + 'static>, RagError> {
-    let index = VectorIndex::build(embedder, corpus.chunks.clone(), &RequestContext::new())
-        .await?
-        .named("docs-dense");
+    let index = dense_index(embedder, corpus).await?.named("docs-dense");
     let stage = Pipeline::builder("retrieval-worker")
         .telemetry(telemetry.clone())
         .then(Retrieve::new(index, top_k))
@@ -309,6 +307,66 @@ pub async fn retrieval_worker(
     Ok(Worker::build(kafka, telemetry.clone(), assignment, |p| {
         StageHandler::new(stage, p.clone())
     })?)
+}
+
+/// The dense index over `corpus`: embeddings are cached on disk (in the
+/// model cache, keyed by a hash of the chunks and the model), so only the
+/// first start over a corpus pays for embedding it.
+pub async fn dense_index(
+    embedder: &BertEmbedder,
+    corpus: &Corpus,
+) -> Result<VectorIndex, RagError> {
+    let path = index_cache_path(corpus);
+    if let Some(vectors) = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<spanline::core::Embedding>>(&b).ok())
+        .filter(|v| v.len() == corpus.chunks.len() && v.iter().all(|e| e.is_finite()))
+    {
+        return Ok(VectorIndex::from_embeddings(
+            corpus.chunks.clone(),
+            vectors,
+        )?);
+    }
+    let texts: Vec<String> = corpus.chunks.iter().map(|d| d.text.clone()).collect();
+    let embedder = embedder.clone();
+    let vectors = tokio::task::spawn_blocking(move || embedder.embed_blocking(&texts))
+        .await
+        .map_err(|e| RagError::Other(format!("indexing: {e}")))??
+        .embeddings;
+    // A cache that cannot be written only costs the next start its time.
+    if let Some(dir) = path.parent()
+        && std::fs::create_dir_all(dir).is_ok()
+        && let Ok(json) = serde_json::to_vec(&vectors)
+    {
+        let partial = path.with_extension(format!("partial-{}", std::process::id()));
+        if std::fs::write(&partial, json).is_ok() {
+            let _ = std::fs::rename(&partial, &path);
+        }
+    }
+    Ok(VectorIndex::from_embeddings(
+        corpus.chunks.clone(),
+        vectors,
+    )?)
+}
+
+fn index_cache_path(corpus: &Corpus) -> PathBuf {
+    // FNV-1a over the model name, ids and texts: stable across builds.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes.iter().chain(&[0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(MINILM.as_bytes());
+    for d in &corpus.chunks {
+        eat(d.id.as_bytes());
+        eat(d.text.as_bytes());
+    }
+    ModelResolver::from_env()
+        .cache_path()
+        .join("rag-index")
+        .join(format!("{h:016x}.json"))
 }
 
 /// The consumer setup of an in-process retrieval worker (the only member:
@@ -439,6 +497,9 @@ pub fn pipeline(
     })
 }
 
+/// Words of each passage placed in the prompt.
+const PROMPT_WORDS: usize = 80;
+
 const INSTRUCTIONS: &str = "You answer questions about a software project using only the \
 numbered context passages. Answer in two or three sentences and cite the passages you use as \
 [1], [2] or [3].";
@@ -447,7 +508,10 @@ fn build_prompt(r: Retrieved, docs: usize, params: SamplingParams) -> Generation
     let mut system = String::from(INSTRUCTIONS);
     system.push_str("\n\nContext:\n");
     for (i, d) in r.documents.iter().take(docs).enumerate() {
-        system.push_str(&format!("[{}] {}\n\n", i + 1, d.document.text.trim()));
+        // Passages are cut to keep the prompt (and the CPU prefill) short.
+        let words: Vec<&str> = d.document.text.split_whitespace().collect();
+        let text = words[..words.len().min(PROMPT_WORDS)].join(" ");
+        system.push_str(&format!("[{}] {text}\n\n", i + 1));
     }
     GenerationRequest {
         messages: vec![
