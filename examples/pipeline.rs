@@ -33,20 +33,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .unwrap_or_else(|| "How does the trace context cross Kafka?".to_owned());
 
-    let mut builder = TelemetryBuilder::from_env()?
+    let guard = TelemetryBuilder::from_env()?
         .recorder(10 * RUNS * 10)
-        .prometheus(true);
-    let configured = [
-        "OTEL_TRACES_EXPORTER",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    ]
-    .iter()
-    .any(|v| std::env::var_os(v).is_some());
-    if !configured {
-        builder = builder.traces_exporters([]); // keep the terminal for the report
-    }
-    let guard = builder.install()?;
+        .prometheus(true)
+        .quiet_unless_configured() // keep the terminal for the report
+        .install()?;
 
     let embedder = HashingEmbedder::new(512);
     let dense = VectorIndex::build(&embedder, corpus(), &RequestContext::new())

@@ -157,11 +157,39 @@ fn reorder(documents: Vec<ScoredDocument>, scores: &[f32]) -> Vec<ScoredDocument
     scored
 }
 
-fn record(ctx: &RequestContext, tokens: usize, truncated: usize) {
-    ctx.set_attribute(KeyValue::new(gen_ai::USAGE_INPUT_TOKENS, tokens as i64));
-    if truncated > 0 {
+/// What both rerankers do around their scoring: score `documents` against
+/// `query` on `threads` (the context carried in), record token usage and
+/// truncation on the stage span, and reorder.
+async fn score_and_reorder<F>(
+    threads: &InferenceThreads,
+    ctx: &RequestContext,
+    query: &Query,
+    documents: Vec<ScoredDocument>,
+    score: F,
+) -> Result<Vec<ScoredDocument>, StageError>
+where
+    F: FnOnce(&str, &[&str]) -> Result<Scores, ModelError> + Send + 'static,
+{
+    if documents.is_empty() {
+        return Ok(documents);
+    }
+    let query = query.text.clone();
+    let passages: Vec<Arc<spanline_core::Document>> =
+        documents.iter().map(|d| d.document.clone()).collect();
+    let scores = threads
+        .run(ctx, move |_| {
+            let texts: Vec<&str> = passages.iter().map(|d| d.text.as_str()).collect();
+            score(&query, &texts)
+        })
+        .await??;
+    ctx.set_attribute(KeyValue::new(
+        gen_ai::USAGE_INPUT_TOKENS,
+        scores.tokens as i64,
+    ));
+    if scores.truncated > 0 {
         ctx.set_attribute(KeyValue::new(spanline::INPUT_TRUNCATED, true));
     }
+    Ok(reorder(documents, &scores.scores))
 }
 
 #[async_trait]
@@ -178,22 +206,11 @@ impl Reranker for CrossEncoderReranker {
         documents: Vec<ScoredDocument>,
         ctx: &RequestContext,
     ) -> Result<Vec<ScoredDocument>, StageError> {
-        if documents.is_empty() {
-            return Ok(documents);
-        }
         let inner = self.inner.clone();
-        let query = query.text.clone();
-        let passages: Vec<Arc<spanline_core::Document>> =
-            documents.iter().map(|d| d.document.clone()).collect();
-        let scores = self
-            .threads
-            .run(ctx, move |_| {
-                let texts: Vec<&str> = passages.iter().map(|d| d.text.as_str()).collect();
-                inner.score(&query, &texts)
-            })
-            .await??;
-        record(ctx, scores.tokens, scores.truncated);
-        Ok(reorder(documents, &scores.scores))
+        score_and_reorder(&self.threads, ctx, query, documents, move |q, passages| {
+            inner.score(q, passages)
+        })
+        .await
     }
 }
 
@@ -254,25 +271,14 @@ impl Reranker for BiEncoderReranker {
         documents: Vec<ScoredDocument>,
         ctx: &RequestContext,
     ) -> Result<Vec<ScoredDocument>, StageError> {
-        if documents.is_empty() {
-            return Ok(documents);
-        }
-        if query.text.trim().is_empty() {
+        if !documents.is_empty() && query.text.trim().is_empty() {
             return Err(StageError::invalid_input("the query is empty"));
         }
         let this = self.clone();
-        let query = query.text.clone();
-        let passages: Vec<Arc<spanline_core::Document>> =
-            documents.iter().map(|d| d.document.clone()).collect();
-        let scores = self
-            .embedder
-            .inference_threads()
-            .run(ctx, move |_| {
-                let texts: Vec<&str> = passages.iter().map(|d| d.text.as_str()).collect();
-                this.score_blocking(&query, &texts)
-            })
-            .await??;
-        record(ctx, scores.tokens, scores.truncated);
-        Ok(reorder(documents, &scores.scores))
+        let threads = self.embedder.inference_threads().clone();
+        score_and_reorder(&threads, ctx, query, documents, move |q, passages| {
+            this.score_blocking(q, passages)
+        })
+        .await
     }
 }

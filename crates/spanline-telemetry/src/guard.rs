@@ -128,6 +128,25 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Export spans only where the environment asks (`OTEL_TRACES_EXPORTER`
+    /// or an OTLP endpoint variable); otherwise run no exporter instead of
+    /// the console default. For programs that print their own report from
+    /// the recorder and want the terminal for it.
+    pub fn quiet_unless_configured(self) -> Self {
+        let configured = [
+            "OTEL_TRACES_EXPORTER",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+        if configured {
+            self
+        } else {
+            self.traces_exporters([])
+        }
+    }
+
     /// The base OTLP endpoint (as `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub fn otlp_endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.config.otlp_endpoint = Some(endpoint.into());

@@ -190,17 +190,8 @@ fn telemetry(service: &str, recorder: usize, args: &Args) -> Result<TelemetryGua
         .map_err(err)?
         .service_name(service)
         .recorder(recorder)
-        .prometheus(true);
-    let configured = [
-        "OTEL_TRACES_EXPORTER",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    ]
-    .iter()
-    .any(|v| std::env::var_os(v).is_some());
-    if !configured {
-        builder = builder.traces_exporters([]);
-    }
+        .prometheus(true)
+        .quiet_unless_configured();
     if let Some(addr) = args.prometheus {
         builder = builder.prometheus_listener(addr);
     }
@@ -211,6 +202,56 @@ struct Session {
     guard: TelemetryGuard,
     stack: Stack,
     corpus: Arc<Corpus>,
+}
+
+impl Session {
+    /// The pipeline over this session's workers.
+    async fn pipeline(
+        &self,
+        settings: &Settings,
+        models: &Models,
+        on_token: spanline::core::adapters::TokenSink,
+    ) -> Result<
+        app::Rag<
+            impl spanline::core::Step<Input = spanline::core::Query, Output = spanline_rag::Answer>
+            + use<>,
+        >,
+        RagError,
+    > {
+        let t = self.guard.telemetry();
+        let dense = app::connect_dense(settings, &t, &self.stack.kafka).await?;
+        app::pipeline(
+            settings,
+            &t,
+            models,
+            &self.corpus,
+            dense,
+            &self.stack.rerank_uri,
+            on_token,
+        )
+    }
+
+    /// The critical-path reports of the `requests` finished so far, and
+    /// their aggregate.
+    async fn reports(
+        &self,
+        requests: usize,
+    ) -> Result<
+        (
+            Vec<spanline_critpath::TraceReport>,
+            spanline_critpath::Stats,
+        ),
+        RagError,
+    > {
+        let recorder = self
+            .guard
+            .recorder()
+            .ok_or(RagError::Other("no recorder".into()))?;
+        report::settle(&recorder, requests, &format!("process {REQUEST_TOPIC}")).await;
+        let reports = report::reports(&recorder);
+        let stats = report::aggregate(&reports);
+        Ok((reports, stats))
+    }
 }
 
 async fn start(args: &Args, recorder: usize) -> Result<(Session, Models), RagError> {
@@ -241,20 +282,16 @@ async fn start(args: &Args, recorder: usize) -> Result<(Session, Models), RagErr
 
 async fn ask(args: &Args, question: &str) -> Result<(), RagError> {
     let (session, models) = start(args, 10_000).await?;
-    let t = session.guard.telemetry();
-    let dense = app::connect_dense(&args.settings, &t, &session.stack.kafka).await?;
-    let rag = app::pipeline(
-        &args.settings,
-        &t,
-        &models,
-        &session.corpus,
-        dense,
-        &session.stack.rerank_uri,
-        Arc::new(|piece: &str| {
-            print!("{piece}");
-            let _ = std::io::stdout().flush();
-        }),
-    )?;
+    let rag = session
+        .pipeline(
+            &args.settings,
+            &models,
+            Arc::new(|piece: &str| {
+                print!("{piece}");
+                let _ = std::io::stdout().flush();
+            }),
+        )
+        .await?;
     println!("Q: {question}");
     print!("A: ");
     let answer = rag.ask(question, &RequestContext::new()).await?;
@@ -263,13 +300,7 @@ async fn ask(args: &Args, question: &str) -> Result<(), RagError> {
         let mark = if c.cited { "cited" } else { "context" };
         println!("  [{}] {}  ({mark})", c.marker, c.id);
     }
-    let recorder = session
-        .guard
-        .recorder()
-        .ok_or(RagError::Other("no recorder".into()))?;
-    report::settle(&recorder, 1, &format!("process {REQUEST_TOPIC}")).await;
-    let reports = report::reports(&recorder);
-    let stats = report::aggregate(&reports);
+    let (reports, stats) = session.reports(1).await?;
     if let Some(r) = reports.first() {
         println!("\nCritical path\n{}", report::trace(r));
     }
@@ -302,17 +333,11 @@ async fn load(args: &Args) -> Result<(), RagError> {
         return Err(RagError::Other("nothing to run".into()));
     }
     let (session, models) = start(args, 64 * n + 10_000).await?;
-    let t = session.guard.telemetry();
-    let dense = app::connect_dense(&args.settings, &t, &session.stack.kafka).await?;
-    let rag = Arc::new(app::pipeline(
-        &args.settings,
-        &t,
-        &models,
-        &session.corpus,
-        dense,
-        &session.stack.rerank_uri,
-        Arc::new(|_: &str| {}),
-    )?);
+    let rag = Arc::new(
+        session
+            .pipeline(&args.settings, &models, Arc::new(|_: &str| {}))
+            .await?,
+    );
     println!(
         "Load: {n} requests, concurrency {}, {} questions",
         args.concurrency,
@@ -350,13 +375,7 @@ async fn load(args: &Args) -> Result<(), RagError> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let recorder = session
-        .guard
-        .recorder()
-        .ok_or(RagError::Other("no recorder".into()))?;
-    report::settle(&recorder, n, &format!("process {REQUEST_TOPIC}")).await;
-    let reports = report::reports(&recorder);
-    let stats = report::aggregate(&reports);
+    let (reports, stats) = session.reports(n).await?;
     println!(
         "\n{} ok, {failures} failed in {elapsed:.1} s: {:.2} requests/s",
         answers.len(),

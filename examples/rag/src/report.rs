@@ -132,9 +132,9 @@ mod tests {
 
     #[test]
     fn recall_and_mrr() {
-        let e1 = vec!["a".to_string(), "b".to_string()];
+        let e1 = ["a".to_string(), "b".to_string()];
         let r1 = ranked(&["x", "a", "y", "z", "w", "b"]);
-        let e2 = vec!["c".to_string()];
+        let e2 = ["c".to_string()];
         let r2 = ranked(&["c"]);
         let q = quality([(&e1[..], &r1[..]), (&e2[..], &r2[..])], 5);
         assert_eq!(q.questions, 2);
