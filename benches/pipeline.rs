@@ -8,6 +8,7 @@
 //! exporter), unsampled (always-off), disabled (no telemetry). Histograms go
 //! to a real Prometheus recorder. Per-stage overhead = (variant − bare) / STAGES.
 
+use spanline_testkit::bench::DiscardExporter;
 use std::hint::black_box;
 
 use async_trait::async_trait;
@@ -15,10 +16,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanBuilder, TraceContextExt, Tracer, TracerProvider};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{
-    BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
-};
+use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracerProvider};
 use spanline_core::{
     Pipeline, RequestContext, Stage, StageDescriptor, StageError, StageKind, Step, Telemetry,
 };
@@ -44,19 +42,9 @@ impl Stage for Noop {
 
 const NAMES: [&str; STAGES] = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7"];
 
-#[derive(Debug)]
-struct Discard;
-
-impl SpanExporter for Discard {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        black_box(batch);
-        Ok(())
-    }
-}
-
 fn provider(sampler: Sampler) -> SdkTracerProvider {
     SdkTracerProvider::builder()
-        .with_span_processor(BatchSpanProcessor::builder(Discard).build())
+        .with_span_processor(BatchSpanProcessor::builder(DiscardExporter).build())
         .with_sampler(sampler)
         .build()
 }

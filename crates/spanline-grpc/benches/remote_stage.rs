@@ -6,6 +6,7 @@
 //! The per-call p50 with all variants interleaved, and the SDK's own
 //! floor, are in `benches/unary_p50.rs`.
 
+use spanline_testkit::bench::DiscardExporter;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -13,8 +14,7 @@ use bytes::Bytes;
 use criterion::measurement::Measurement;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::Stream;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
 use spanline_core::{
     RequestContext, Stage, StageDescriptor, StageError, StageKind, Telemetry, stage_fn,
 };
@@ -80,22 +80,10 @@ fn work() -> impl Stage<Input = u64, Output = u64> {
     )
 }
 
-/// Drops every batch (export is off the request path; keeping the spans
-/// would grow the heap for the whole run).
-#[derive(Debug)]
-struct Discard;
-
-impl SpanExporter for Discard {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        std::hint::black_box(batch);
-        Ok(())
-    }
-}
-
 fn telemetry() -> (Telemetry, SdkTracerProvider) {
     // Sampled spans into a batch processor (what production does).
     let provider = SdkTracerProvider::builder()
-        .with_span_processor(BatchSpanProcessor::builder(Discard).build())
+        .with_span_processor(BatchSpanProcessor::builder(DiscardExporter).build())
         .build();
     (Telemetry::from_provider(&provider), provider)
 }

@@ -38,18 +38,16 @@
 //! Environment: `SPANLINE_BENCH_ROUNDS` (default 200), `SPANLINE_BENCH_ONLY`
 //! (run one variant only, for `perf record`).
 
+use spanline_testkit::bench::{AtomicRecorder, DiscardExporter};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::Stream;
-use metrics::{Key, KeyName, Metadata, SharedString, Unit};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanBuilder, SpanKind, TraceContextExt};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
 use spanline_core::{
     Pipeline, RequestContext, Stage, StageDescriptor, StageError, StageKind, Telemetry, stage_fn,
 };
@@ -63,56 +61,6 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 const PER_ROUND: usize = 50;
-
-/// Drops every batch (an exporter's cost is off the request path; keeping
-/// the spans would grow the heap for the whole run).
-#[derive(Debug)]
-struct Discard;
-
-impl SpanExporter for Discard {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        std::hint::black_box(batch);
-        Ok(())
-    }
-}
-
-/// A recorder whose handles cost what a real one's do on the hot path (an
-/// atomic update), so the per-call histogram records are not free.
-#[derive(Debug, Default)]
-struct Atomic;
-
-#[derive(Debug, Default)]
-struct AtomicHandle(AtomicU64);
-
-impl metrics::HistogramFn for AtomicHandle {
-    fn record(&self, value: f64) {
-        self.0.fetch_add(value.to_bits() & 1, Ordering::Relaxed);
-    }
-}
-
-impl metrics::CounterFn for AtomicHandle {
-    fn increment(&self, value: u64) {
-        self.0.fetch_add(value, Ordering::Relaxed);
-    }
-    fn absolute(&self, value: u64) {
-        self.0.store(value, Ordering::Relaxed);
-    }
-}
-
-impl metrics::Recorder for Atomic {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> metrics::Counter {
-        metrics::Counter::from_arc(Arc::new(AtomicHandle::default()))
-    }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> metrics::Gauge {
-        metrics::Gauge::noop()
-    }
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> metrics::Histogram {
-        metrics::Histogram::from_arc(Arc::new(AtomicHandle::default()))
-    }
-}
 
 /// The bare baseline: echoes the payload, no layers. With `spans`, it
 /// opens bare SDK spans where a traced worker has them (the floor); with
@@ -296,9 +244,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    metrics::set_global_recorder(Atomic).unwrap();
+    metrics::set_global_recorder(AtomicRecorder).unwrap();
     let provider = SdkTracerProvider::builder()
-        .with_span_processor(BatchSpanProcessor::builder(Discard).build())
+        .with_span_processor(BatchSpanProcessor::builder(DiscardExporter).build())
         .build();
     let t = Telemetry::from_provider(&provider);
     let off = Telemetry::disabled();

@@ -11,13 +11,13 @@
 //!   `Worker`/`StageHandler`. p50/p99 over 300 sequential calls are
 //!   printed as well.
 
+use spanline_testkit::bench::DiscardExporter;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::future::join_all;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -29,16 +29,6 @@ use spanline_kafka::{
 };
 
 const BATCH: usize = 1_000;
-
-#[derive(Debug)]
-struct Discard;
-
-impl SpanExporter for Discard {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        drop(batch);
-        Ok(())
-    }
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -64,7 +54,7 @@ fn producer_throughput(c: &mut Criterion) {
         .create()
         .expect("raw producer");
     let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(Discard)
+        .with_batch_exporter(DiscardExporter)
         .build();
     let traced = TracedProducer::new(&kafka, Telemetry::from_provider(&provider)).expect("traced");
     let untraced = TracedProducer::new(&kafka, Telemetry::disabled()).expect("untraced");
@@ -173,7 +163,7 @@ fn round_trip(c: &mut Criterion) {
     // spanline: RequestReply stage served by a StageHandler worker.
     let kafka = KafkaConfig::new().without_env().embedded(broker.clone());
     let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(Discard)
+        .with_batch_exporter(DiscardExporter)
         .build();
     let telemetry = Telemetry::from_provider(&provider);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -29,19 +29,15 @@
 //! Environment: `SPANLINE_BENCH_ROUNDS` (default 60), `SPANLINE_BENCH_ONLY`
 //! (one variant, for `perf record`).
 
+use spanline_testkit::bench::{AtomicRecorder, DiscardExporter};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use futures_util::FutureExt;
 use futures_util::future::join_all;
-use metrics::{Key, KeyName, Metadata, SharedString, Unit};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanBuilder, SpanKind, TraceContextExt};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{
-    BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
-};
+use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracerProvider};
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -50,52 +46,6 @@ use spanline_kafka::{EmbeddedBroker, KafkaConfig, Outgoing, TracedProducer, inje
 
 const BATCH: usize = 1_000;
 const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-
-#[derive(Debug)]
-struct Discard;
-
-impl SpanExporter for Discard {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        std::hint::black_box(batch);
-        Ok(())
-    }
-}
-
-#[derive(Debug, Default)]
-struct Atomic;
-
-#[derive(Debug, Default)]
-struct AtomicHandle(AtomicU64);
-
-impl metrics::HistogramFn for AtomicHandle {
-    fn record(&self, value: f64) {
-        self.0.fetch_add(value.to_bits() & 1, Ordering::Relaxed);
-    }
-}
-
-impl metrics::CounterFn for AtomicHandle {
-    fn increment(&self, value: u64) {
-        self.0.fetch_add(value, Ordering::Relaxed);
-    }
-    fn absolute(&self, value: u64) {
-        self.0.store(value, Ordering::Relaxed);
-    }
-}
-
-impl metrics::Recorder for Atomic {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> metrics::Counter {
-        metrics::Counter::from_arc(Arc::new(AtomicHandle::default()))
-    }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> metrics::Gauge {
-        metrics::Gauge::noop()
-    }
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> metrics::Histogram {
-        metrics::Histogram::from_arc(Arc::new(AtomicHandle::default()))
-    }
-}
 
 enum Variant {
     /// Raw rdkafka; with a telemetry handle, each message inside a bare SDK
@@ -204,7 +154,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
     let only = std::env::var("SPANLINE_BENCH_ONLY").ok();
-    metrics::set_global_recorder(Atomic).expect("recorder");
+    metrics::set_global_recorder(AtomicRecorder).expect("recorder");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -223,11 +173,11 @@ fn main() {
         .create()
         .expect("raw producer");
     let provider = SdkTracerProvider::builder()
-        .with_span_processor(BatchSpanProcessor::builder(Discard).build())
+        .with_span_processor(BatchSpanProcessor::builder(DiscardExporter).build())
         .build();
     let unsampled = SdkTracerProvider::builder()
         .with_sampler(Sampler::AlwaysOff)
-        .with_span_processor(BatchSpanProcessor::builder(Discard).build())
+        .with_span_processor(BatchSpanProcessor::builder(DiscardExporter).build())
         .build();
     let variants: Vec<(&str, Variant)> = vec![
         ("raw_rdkafka", Variant::Raw(raw.clone(), None, false)),

@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+pub mod bench;
 pub mod otlp;
 
 use std::collections::HashSet;

@@ -309,8 +309,8 @@ impl Run<'_> {
                 &history[from..],
             )?
         };
-        let values = logits.to_vec1::<f32>()?;
-        if values.iter().any(|v| v.is_nan()) {
+        // NaN propagates through the sum: one reduction, no copy per token.
+        if logits.sum_all()?.to_scalar::<f32>()?.is_nan() {
             return Err(ModelError::Inference("the model produced NaN logits".into()).into());
         }
         Ok(sampler.sample(&logits)?)
@@ -319,8 +319,8 @@ impl Run<'_> {
     /// Prefill, then decode until end of sequence, a stop sequence, the
     /// token limit, the deadline or cancellation.
     fn generate(&self, request: &GenerationRequest) -> Result<(), Halt> {
+        // `generate_stream` checked the parameters before spawning this.
         let params = &request.params;
-        check_params(params)?;
         let prompt = self.model.format.render(&request.messages);
         let mut tokens = self.model.encode(&prompt)?;
         let input_tokens = tokens.len();
