@@ -14,10 +14,8 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline.jsonl")
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("spanline-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir.join(name)
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
 }
 
 fn run(args: &[&str]) -> Output {
@@ -96,7 +94,8 @@ fn unknown_trace_is_an_error() {
 #[test]
 fn stats_on_otlp_json() {
     let loaded = load_file(&fixture()).expect("fixture loads");
-    let path = tmp("otlp.json");
+    let dir = scratch();
+    let path = dir.path().join("otlp.json");
     std::fs::write(&path, to_otlp_json_line(&loaded.spans) + "\n").expect("write");
     let o = run(&["stats", path.to_str().expect("utf-8"), "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -121,9 +120,10 @@ fn stats_on_otlp_json() {
 #[test]
 fn waterfall_from_protobuf() {
     let loaded = load_file(&fixture()).expect("fixture loads");
-    let pb = tmp("traces.pb");
+    let dir = scratch();
+    let pb = dir.path().join("traces.pb");
     std::fs::write(&pb, to_otlp_proto(&loaded.spans)).expect("write");
-    let html = tmp("out.html");
+    let html = dir.path().join("out.html");
     let o = run(&[
         "waterfall",
         pb.to_str().expect("utf-8"),
@@ -146,7 +146,8 @@ fn waterfall_from_protobuf() {
 fn truncated_protobuf_still_analysed() {
     let loaded = load_file(&fixture()).expect("fixture loads");
     let bytes = to_otlp_proto(&loaded.spans);
-    let pb = tmp("cut.pb");
+    let dir = scratch();
+    let pb = dir.path().join("cut.pb");
     std::fs::write(&pb, &bytes[..bytes.len() - 7]).expect("write");
     let o = run(&["critpath", pb.to_str().expect("utf-8")]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -163,7 +164,8 @@ fn truncated_protobuf_still_analysed() {
 
 #[test]
 fn nothing_readable_is_a_failure() {
-    let path = tmp("garbage.jsonl");
+    let dir = scratch();
+    let path = dir.path().join("garbage.jsonl");
     std::fs::write(&path, "not json\n{\"also\": \"not a span\"}\n").expect("write");
     let o = run(&["stats", path.to_str().expect("utf-8")]);
     assert!(!o.status.success());

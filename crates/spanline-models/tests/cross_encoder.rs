@@ -5,7 +5,7 @@
 //! without the head is a typed error naming the file.
 #![cfg(feature = "candle")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use spanline_core::{Document, Pipeline, Query, RequestContext, Rerank, Retrieved, ScoredDocument};
 use spanline_models::candle::core::{DType, Device, Tensor};
@@ -36,12 +36,11 @@ struct Head {
 }
 
 /// Write `config.json`, `tokenizer.json` (MiniLM's) and a random
-/// `model.safetensors` into a fresh directory; `head: None` leaves out the
+/// `model.safetensors` into a fresh temporary directory; `head: None` leaves out the
 /// pooler and classifier.
-fn write_checkpoint(name: &str, head: Option<Head>) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("spanline-xenc-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn write_checkpoint(head: Option<Head>) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let labels = head.as_ref().map_or(1, |h| h.labels);
     let config = bert_config(labels);
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
@@ -73,7 +72,7 @@ fn write_checkpoint(name: &str, head: Option<Head>) -> PathBuf {
             .unwrap();
     }
     varmap.save(dir.join("model.safetensors")).unwrap();
-    dir
+    tmp
 }
 
 fn load(dir: &Path) -> Result<CrossEncoderReranker, ModelError> {
@@ -89,15 +88,12 @@ const PASSAGES: &[&str] = &[
 
 #[test]
 fn random_checkpoint_loads_and_scores_every_pair() {
-    let dir = write_checkpoint(
-        "one",
-        Some(Head {
-            labels: 1,
-            bias: vec![0.1],
-            zero_weights: false,
-        }),
-    );
-    let reranker = load(&dir).unwrap();
+    let dir = write_checkpoint(Some(Head {
+        labels: 1,
+        bias: vec![0.1],
+        zero_weights: false,
+    }));
+    let reranker = load(dir.path()).unwrap();
     let a = reranker
         .score_blocking("how do traces cross kafka?", PASSAGES)
         .unwrap();
@@ -121,15 +117,15 @@ fn random_checkpoint_loads_and_scores_every_pair() {
 #[test]
 fn the_classifier_head_decides_the_score() {
     // Zero weights: every pair scores the bias.
-    let dir = write_checkpoint(
-        "bias",
-        Some(Head {
-            labels: 1,
-            bias: vec![0.5],
-            zero_weights: true,
-        }),
-    );
-    let s = load(&dir).unwrap().score_blocking("q", PASSAGES).unwrap();
+    let dir = write_checkpoint(Some(Head {
+        labels: 1,
+        bias: vec![0.5],
+        zero_weights: true,
+    }));
+    let s = load(dir.path())
+        .unwrap()
+        .score_blocking("q", PASSAGES)
+        .unwrap();
     assert!(
         s.scores.iter().all(|&x| (x - 0.5).abs() < 1e-6),
         "{:?}",
@@ -137,15 +133,15 @@ fn the_classifier_head_decides_the_score() {
     );
 
     // Two labels: the score is the margin of "relevant" over "irrelevant".
-    let dir = write_checkpoint(
-        "two",
-        Some(Head {
-            labels: 2,
-            bias: vec![0.2, 0.9],
-            zero_weights: true,
-        }),
-    );
-    let s = load(&dir).unwrap().score_blocking("q", PASSAGES).unwrap();
+    let dir = write_checkpoint(Some(Head {
+        labels: 2,
+        bias: vec![0.2, 0.9],
+        zero_weights: true,
+    }));
+    let s = load(dir.path())
+        .unwrap()
+        .score_blocking("q", PASSAGES)
+        .unwrap();
     assert!(
         s.scores.iter().all(|&x| (x - 0.7).abs() < 1e-6),
         "{:?}",
@@ -155,8 +151,8 @@ fn the_classifier_head_decides_the_score() {
 
 #[test]
 fn a_checkpoint_without_the_head_names_the_weights_file() {
-    let dir = write_checkpoint("headless", None);
-    let err = load(&dir).unwrap_err();
+    let dir = write_checkpoint(None);
+    let err = load(dir.path()).unwrap_err();
     match err {
         ModelError::CorruptFile { path, reason } => {
             assert!(path.ends_with("model.safetensors"));
@@ -168,15 +164,12 @@ fn a_checkpoint_without_the_head_names_the_weights_file() {
 
 #[tokio::test]
 async fn as_a_rerank_stage_it_orders_by_score() {
-    let dir = write_checkpoint(
-        "stage",
-        Some(Head {
-            labels: 1,
-            bias: vec![0.0],
-            zero_weights: false,
-        }),
-    );
-    let reranker = load(&dir).unwrap();
+    let dir = write_checkpoint(Some(Head {
+        labels: 1,
+        bias: vec![0.0],
+        zero_weights: false,
+    }));
+    let reranker = load(dir.path()).unwrap();
     let expected = reranker.score_blocking("which passage?", PASSAGES).unwrap();
     let pipeline = Pipeline::builder("xenc")
         .telemetry(spanline_core::Telemetry::disabled())

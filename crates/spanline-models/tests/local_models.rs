@@ -446,15 +446,14 @@ fn requantised_copy_is_cached_and_reused() {
 
 #[test]
 fn missing_and_corrupt_files_name_the_file() {
-    let dir = std::env::temp_dir().join(format!("spanline-corrupt-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let minilm = RESOLVER
         .resolve(&spanline_models::ALL_MINILM_L6_V2)
         .unwrap();
 
     // No config.json at all.
-    let err = BertEmbedder::load(&dir, "x", THREADS.clone()).unwrap_err();
+    let err = BertEmbedder::load(dir, "x", THREADS.clone()).unwrap_err();
     assert!(
         matches!(err, ModelError::MissingFile { ref path } if path.ends_with("config.json")),
         "{err}"
@@ -462,7 +461,7 @@ fn missing_and_corrupt_files_name_the_file() {
 
     // A config that is not JSON.
     std::fs::write(dir.join("config.json"), b"{not json").unwrap();
-    let err = BertEmbedder::load(&dir, "x", THREADS.clone()).unwrap_err();
+    let err = BertEmbedder::load(dir, "x", THREADS.clone()).unwrap_err();
     assert!(
         matches!(err, ModelError::CorruptFile { ref path, .. } if path.ends_with("config.json")),
         "{err}"
@@ -474,7 +473,7 @@ fn missing_and_corrupt_files_name_the_file() {
     }
     let weights = std::fs::read(minilm.file("model.safetensors")).unwrap();
     std::fs::write(dir.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
-    let err = BertEmbedder::load(&dir, "x", THREADS.clone()).unwrap_err();
+    let err = BertEmbedder::load(dir, "x", THREADS.clone()).unwrap_err();
     assert!(
         matches!(err, ModelError::CorruptFile { ref path, .. } if path.ends_with("model.safetensors")),
         "{err}"
@@ -512,5 +511,4 @@ fn missing_and_corrupt_files_name_the_file() {
         matches!(err, ModelError::MissingFile { ref path } if *path == missing),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

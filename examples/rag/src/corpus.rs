@@ -299,19 +299,18 @@ mod tests {
 
     #[test]
     fn bad_files_are_skipped_not_fatal() {
-        let dir = std::env::temp_dir().join(format!("spanline-rag-corpus-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         std::fs::create_dir_all(dir.join(".git")).unwrap();
         std::fs::write(dir.join("ok.md"), "# A\n\ntext").unwrap();
         std::fs::write(dir.join("bad.txt"), [0xff, 0xfe, 0x00]).unwrap();
         std::fs::write(dir.join(".git/x.md"), "# hidden").unwrap();
-        let corpus = Corpus::load(&dir).unwrap();
+        let corpus = Corpus::load(dir).unwrap();
         assert_eq!(corpus.chunks.len(), 1);
         assert_eq!(corpus.skipped.len(), 1);
         assert!(matches!(
             Corpus::load(&dir.join("missing")),
             Err(CorpusError::Folder { .. })
         ));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
