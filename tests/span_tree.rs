@@ -293,8 +293,46 @@ fn transport_spans_started_from_the_context_hang_under_it() {
         send_span.str_attr("error.type").as_deref(),
         Some("unavailable")
     );
-    // Disabled telemetry: the context passes through untouched.
+    // The context a transport span returns carries its telemetry onward.
+    assert!(send.telemetry().is_some_and(Telemetry::is_enabled));
+    // Disabled telemetry: no span is started, and what runs under the
+    // context sees telemetry disabled too.
     let ctx = RequestContext::new();
+    assert!(ctx.telemetry().is_none());
     let same = ctx.start_span(&Telemetry::disabled(), SpanBuilder::from_name("x"));
     assert!(!same.span_context().is_valid());
+    assert!(same.telemetry().is_some_and(|t| !t.is_enabled()));
+}
+
+#[test]
+fn a_stage_opens_child_spans_through_its_pipelines_telemetry() {
+    // The pipeline's telemetry is not the global provider's, and the stage
+    // is not told about it: it reads it from the request context.
+    use opentelemetry::trace::SpanBuilder;
+    let t = TestTelemetry::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pipeline = t.build(|| {
+        Pipeline::builder("children")
+            .telemetry(t.telemetry())
+            .then(stage_fn(
+                StageDescriptor::new("tokenize", StageKind::Custom),
+                |x: u8, ctx: RequestContext| async move {
+                    let telemetry = ctx.telemetry().expect("set by the pipeline").clone();
+                    let child = ctx.start_span(&telemetry, SpanBuilder::from_name("lookup"));
+                    child.end_span();
+                    Ok::<_, StageError>(x)
+                },
+            ))
+            .build()
+    });
+    rt.block_on(pipeline.run(1, &RequestContext::new()))
+        .unwrap();
+    let spans = t.spans();
+    let stage = spans.named("spanline.stage tokenize");
+    let child = spans.named("lookup");
+    assert_eq!(child.parent_span_id, stage.span_context.span_id());
+    assert_eq!(child.span_context.trace_id(), stage.span_context.trace_id());
 }

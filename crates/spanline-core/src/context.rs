@@ -16,7 +16,8 @@ use crate::propagation::baggage;
 use crate::semconv;
 
 /// Everything a stage knows about the request it serves: the parent span,
-/// the request attributes, the deadline and the content-capture policy.
+/// the request attributes, the deadline, the content-capture policy and the
+/// telemetry of the pipeline (or transport) that is running it.
 ///
 /// Cheap to clone (a few reference counts). Nothing in spanline reads a
 /// thread-local "current" context across an `.await`, a spawn or a process
@@ -30,6 +31,7 @@ pub struct RequestContext {
     attributes: RequestAttributes,
     deadline: Option<Instant>,
     capture: Option<bool>,
+    telemetry: Option<Telemetry>,
 }
 
 impl RequestContext {
@@ -119,6 +121,23 @@ impl RequestContext {
         self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
+    /// The telemetry of the pipeline running this request, so a stage can
+    /// open child spans in the same provider as its own span (see
+    /// [`RequestContext::start_span`]). Set by [`Pipeline::run`] and by
+    /// every transport span (a gRPC server span, a Kafka `process` span);
+    /// `None` for a context that has been through neither.
+    ///
+    /// [`Pipeline::run`]: crate::Pipeline::run
+    pub fn telemetry(&self) -> Option<&Telemetry> {
+        self.telemetry.as_ref()
+    }
+
+    /// Run under `telemetry` (for stages called outside a pipeline).
+    pub fn with_telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
     /// Whether prompts, completions, queries and documents may be recorded.
     pub fn captures_content(&self) -> bool {
         self.capture.unwrap_or(false)
@@ -152,10 +171,12 @@ impl RequestContext {
 
     /// Start a span as a child of this context's span and return the
     /// context that holds it (for transport crates: a Kafka `send`, a gRPC
-    /// client or server span). With telemetry disabled the context is
-    /// returned unchanged. End it with [`RequestContext::end_span`].
+    /// client or server span, a model's `prefill`). With telemetry disabled
+    /// no span is started. Either way the returned context carries
+    /// `telemetry` for what runs under it. End the span with
+    /// [`RequestContext::end_span`].
     pub fn start_span(&self, telemetry: &Telemetry, builder: SpanBuilder) -> RequestContext {
-        match telemetry.tracer() {
+        let mut ctx = match telemetry.tracer() {
             Some(tracer) => {
                 let mut builder = builder;
                 let request = self.attributes.span_attributes();
@@ -169,7 +190,9 @@ impl RequestContext {
                 self.with_otel(self.otel.with_span(span))
             }
             None => self.clone(),
-        }
+        };
+        ctx.telemetry = Some(telemetry.clone());
+        ctx
     }
 
     /// Record `error` on the current span: error status, `error.type` and an
@@ -227,6 +250,7 @@ impl RequestContext {
             attributes: self.attributes.clone(),
             deadline: self.deadline,
             capture: self.capture,
+            telemetry: self.telemetry.clone(),
         }
     }
 

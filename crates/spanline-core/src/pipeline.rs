@@ -361,7 +361,7 @@ impl<S: Step> Pipeline<S> {
         input: S::Input,
         ctx: &RequestContext,
     ) -> impl Future<Output = Result<S::Output, StageError>> + Send {
-        let mut ctx = ctx.clone();
+        let mut ctx = ctx.clone().with_telemetry(self.telemetry.clone());
         ctx.resolve_capture(self.telemetry.captures_content());
         async move {
             let (Some(root), Some(tracer)) = (&self.root, self.telemetry.tracer()) else {

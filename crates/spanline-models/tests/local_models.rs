@@ -329,7 +329,8 @@ async fn seeded_sampling_repeats_and_bad_parameters_are_rejected() {
 #[tokio::test]
 async fn generate_stage_spans_ttft_tpot_prefill_and_decode() {
     let t = TestTelemetry::new();
-    let generator = GENERATOR.clone().telemetry(t.telemetry());
+    // No telemetry of its own: the child spans follow the pipeline's.
+    let generator = GENERATOR.clone();
     let pipeline = t.build(|| {
         Pipeline::builder("chat")
             .telemetry(t.telemetry())

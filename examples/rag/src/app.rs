@@ -153,16 +153,14 @@ pub struct Models {
 
 impl Models {
     /// Resolve (fetching on first use) and load the models.
-    pub fn load(settings: &Settings, telemetry: &Telemetry) -> Result<Models, RagError> {
+    pub fn load(settings: &Settings) -> Result<Models, RagError> {
         let resolver = ModelResolver::from_env();
         let embedder = BertEmbedder::minilm(&resolver)?;
         let generator = match &settings.openai {
             Some((url, model)) => AnyGenerator::Remote(
                 OpenAiGenerator::builder(url.as_str(), model.as_str()).build()?,
             ),
-            None => AnyGenerator::Local(
-                LlamaGenerator::smollm2(&resolver)?.telemetry(telemetry.clone()),
-            ),
+            None => AnyGenerator::Local(LlamaGenerator::smollm2(&resolver)?),
         };
         Ok(Models {
             embedder,

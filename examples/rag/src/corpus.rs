@@ -13,6 +13,10 @@ pub const MAX_FILE_BYTES: u64 = 4 << 20;
 pub const MAX_CHUNKS: usize = 50_000;
 /// A chunk holds about this many words (sections are split at paragraphs).
 pub const CHUNK_WORDS: usize = 120;
+/// A line that leaves its section out of the index: sample output, a
+/// changelog, anything that would be retrieved as if it were the answer.
+/// Markdown renders it as nothing.
+pub const NOT_INDEXED: &str = "<!-- rag: not indexed -->";
 
 /// Why a corpus cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -138,9 +142,11 @@ pub fn slug(heading: &str) -> String {
 
 /// Cut one file into chunks: a chunk never crosses a heading; a long
 /// section is split at paragraph boundaries near [`CHUNK_WORDS`] words.
-/// Fenced code blocks stay whole.
+/// Fenced code blocks stay whole. A section holding the [`NOT_INDEXED`]
+/// line is left out (later sections keep the ids they would have had).
 pub fn chunk(path: &str, text: &str) -> Vec<Document> {
     let mut sections: Vec<(String, Vec<String>)> = vec![(String::new(), Vec::new())];
+    let mut skipped: Vec<usize> = Vec::new();
     let mut paragraph = String::new();
     let mut in_fence = false;
     let flush = |paragraph: &mut String, sections: &mut Vec<(String, Vec<String>)>| {
@@ -163,6 +169,8 @@ pub fn chunk(path: &str, text: &str) -> Vec<Document> {
             sections.push((title, Vec::new()));
         } else if !in_fence && line.trim().is_empty() {
             flush(&mut paragraph, &mut sections);
+        } else if !in_fence && line.trim() == NOT_INDEXED {
+            skipped.push(sections.len() - 1);
         } else {
             paragraph.push_str(line);
             paragraph.push('\n');
@@ -172,13 +180,16 @@ pub fn chunk(path: &str, text: &str) -> Vec<Document> {
 
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut out = Vec::new();
-    for (title, paragraphs) in sections {
+    for (index, (title, paragraphs)) in sections.into_iter().enumerate() {
         if paragraphs.is_empty() {
             continue;
         }
         let base = slug(&title);
         let n = seen.entry(base.clone()).or_insert(0);
         *n += 1;
+        if skipped.contains(&index) {
+            continue;
+        }
         let anchor = if *n == 1 { base } else { format!("{base}-{n}") };
         let mut part = 0;
         let mut buf: Vec<&str> = Vec::new();
@@ -295,6 +306,18 @@ mod tests {
             .map(|c| c.text.matches("- item").count())
             .sum();
         assert_eq!(joined, 100, "nothing lost");
+    }
+
+    #[test]
+    fn a_marked_section_is_left_out_and_later_ids_stay() {
+        let text = format!(
+            "# Guide\n\nHow it works.\n\n## Sample\n\n{NOT_INDEXED}\n\n```text\n$ run\nanswer\n```\n\n## Sample\n\nKept.\n"
+        );
+        let ids: Vec<String> = chunk("g.md", &text).into_iter().map(|c| c.id).collect();
+        assert_eq!(ids, ["g.md#guide", "g.md#sample-2"]);
+        // Inside a code fence the marker is just text.
+        let fenced = format!("# A\n\n```\n{NOT_INDEXED}\n```\n");
+        assert_eq!(chunk("a.md", &fenced).len(), 1);
     }
 
     #[test]

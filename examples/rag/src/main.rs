@@ -262,7 +262,7 @@ async fn start(args: &Args, recorder: usize) -> Result<(Session, Models), RagErr
     for (file, why) in &corpus.skipped {
         eprintln!("rag: skipped {}: {why}", file.display());
     }
-    let models = Models::load(&args.settings, &t)?;
+    let models = Models::load(&args.settings)?;
     let stack = Stack::start(&args.settings, &t, &models, &corpus).await?;
     eprintln!(
         "rag: {} chunks from {} indexed, workers ready in {:.1} s",

@@ -13,7 +13,7 @@ use std::time::Duration;
 use spanline::core::RequestContext;
 use spanline::core::semconv::spanline as sl;
 use spanline::kafka::EmbeddedBroker;
-use spanline_rag::app::{self, AnyGenerator, REPLY_TOPIC, REQUEST_TOPIC, Settings};
+use spanline_rag::app::{self, REPLY_TOPIC, REQUEST_TOPIC, Settings};
 use spanline_rag::corpus::Corpus;
 use spanline_rag::report;
 use spanline_rag::{Models, Stack};
@@ -25,19 +25,12 @@ const QUESTION: &str = "How does the trace continue from the Kafka producer to t
 static CORPUS: LazyLock<Arc<Corpus>> =
     LazyLock::new(|| Arc::new(Corpus::load(&app::default_corpus()).expect("docs/ loads")));
 
+/// Loaded once. The generator is given no telemetry of its own: its
+/// prefill and decode spans must reach each test's recorder through the
+/// pipeline that runs it.
 static MODELS: LazyLock<Models> = LazyLock::new(|| {
-    Models::load(&Settings::default(), &spanline::core::Telemetry::disabled())
-        .expect("models (run .ci/run once to fetch them)")
+    Models::load(&Settings::default()).expect("models (run .ci/run once to fetch them)")
 });
-
-/// The shared models, emitting the generator's child spans to `t`.
-fn models(t: &TestTelemetry) -> Models {
-    let mut m = MODELS.clone();
-    if let AnyGenerator::Local(g) = m.generator {
-        m.generator = AnyGenerator::Local(g.telemetry(t.telemetry()));
-    }
-    m
-}
 
 /// Short answers over two passages: prefill dominates on one CPU thread.
 fn settings() -> Settings {
@@ -115,7 +108,7 @@ async fn wait_spans(t: &TestTelemetry, name: &str, n: usize) {
 async fn one_trace_across_kafka_grpc_and_the_models() {
     let t = TestTelemetry::new();
     let s = settings();
-    let models = models(&t);
+    let models = MODELS.clone();
     let (stack, rag) = start(&t, &s, &models).await;
     let answer = rag.ask(QUESTION, &RequestContext::new()).await.unwrap();
     wait_spans(&t, &format!("process {REQUEST_TOPIC}"), 1).await;
@@ -216,7 +209,7 @@ async fn a_rerank_timeout_falls_back_to_the_fused_order() {
         rerank_timeout: Duration::from_micros(1),
         ..Settings::default()
     };
-    let models = models(&t);
+    let models = MODELS.clone();
     let (stack, rag) = start(&t, &s, &models).await;
     let answer = rag.ask(QUESTION, &RequestContext::new()).await.unwrap();
     stack.stop().await.unwrap();
@@ -320,7 +313,7 @@ async fn workers_in_separate_processes_continue_the_trace() {
         prompt_docs: 1,
         ..Settings::default()
     };
-    let models = models(&t);
+    let models = MODELS.clone();
     let (stack, rag) = start(&t, &s, &models).await;
     // The retrieval worker joins its consumer group first (a few seconds).
     let answer = rag.ask(QUESTION, &RequestContext::new()).await.unwrap();

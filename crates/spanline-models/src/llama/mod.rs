@@ -75,7 +75,7 @@ pub struct LlamaGenerator {
     inner: Arc<LlamaModel>,
     name: Arc<str>,
     threads: InferenceThreads,
-    telemetry: Telemetry,
+    telemetry: Option<Telemetry>,
 }
 
 struct LlamaModel {
@@ -140,14 +140,16 @@ impl LlamaGenerator {
             }),
             name: name.into(),
             threads,
-            telemetry: Telemetry::global(),
+            telemetry: None,
         })
     }
 
-    /// Emit the prefill and decode spans through `telemetry` (use the
-    /// pipeline's; the default is the global provider's).
+    /// Emit the prefill and decode spans through `telemetry`. Without this
+    /// they go where the request's own spans go: the telemetry of the
+    /// pipeline running it ([`RequestContext::telemetry`]), or the global
+    /// provider when the generator is called outside any pipeline.
     pub fn telemetry(mut self, telemetry: Telemetry) -> Self {
-        self.telemetry = telemetry;
+        self.telemetry = Some(telemetry);
         self
     }
 
@@ -469,7 +471,11 @@ impl Generator for LlamaGenerator {
     ) -> Result<TokenStream, StageError> {
         check_params(&request.params)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let (model, telemetry) = (self.inner.clone(), self.telemetry.clone());
+        let model = self.inner.clone();
+        let telemetry = (self.telemetry.as_ref())
+            .or(ctx.telemetry())
+            .cloned()
+            .unwrap_or_else(Telemetry::global);
         self.threads.spawn(ctx, move |ctx| {
             let run = Run {
                 model: &model,
