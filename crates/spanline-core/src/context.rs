@@ -254,11 +254,13 @@ impl RequestContext {
         }
     }
 
-    /// Resolve the content-capture switch against a pipeline default.
-    pub(crate) fn resolve_capture(&mut self, default: bool) {
+    /// Enter a pipeline: its telemetry runs the request from here on, and
+    /// its content-capture switch applies unless the request overrides it.
+    pub(crate) fn enter(&mut self, telemetry: &Telemetry) {
         if self.capture.is_none() {
-            self.capture = Some(default);
+            self.capture = Some(telemetry.captures_content());
         }
+        self.telemetry = Some(telemetry.clone());
     }
 
     pub(crate) fn capture_override(&self) -> Option<bool> {

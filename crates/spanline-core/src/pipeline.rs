@@ -361,8 +361,8 @@ impl<S: Step> Pipeline<S> {
         input: S::Input,
         ctx: &RequestContext,
     ) -> impl Future<Output = Result<S::Output, StageError>> + Send {
-        let mut ctx = ctx.clone().with_telemetry(self.telemetry.clone());
-        ctx.resolve_capture(self.telemetry.captures_content());
+        let mut ctx = ctx.clone();
+        ctx.enter(&self.telemetry);
         async move {
             let (Some(root), Some(tracer)) = (&self.root, self.telemetry.tracer()) else {
                 return self.steps.call(input, &ctx).await;
