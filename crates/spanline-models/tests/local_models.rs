@@ -485,29 +485,15 @@ fn missing_and_corrupt_files_name_the_file() {
     let bytes = std::fs::read(gguf.file(SMOLLM2_135M_INSTRUCT.files[0])).unwrap();
     let cut = dir.join("cut.gguf");
     std::fs::write(&cut, &bytes[..4096]).unwrap();
-    let err = LlamaGenerator::load(
-        &cut,
-        "cut",
-        &LoadOptions {
-            requantize_cache: None,
-        },
-        THREADS.clone(),
-    )
-    .unwrap_err();
+    let err =
+        LlamaGenerator::load(&cut, "cut", &LoadOptions::default(), THREADS.clone()).unwrap_err();
     assert!(
         matches!(err, ModelError::CorruptFile { ref path, .. } if *path == cut),
         "{err}"
     );
     let missing = dir.join("absent.gguf");
-    let err = LlamaGenerator::load(
-        &missing,
-        "m",
-        &LoadOptions {
-            requantize_cache: None,
-        },
-        THREADS.clone(),
-    )
-    .unwrap_err();
+    let err =
+        LlamaGenerator::load(&missing, "m", &LoadOptions::default(), THREADS.clone()).unwrap_err();
     assert!(
         matches!(err, ModelError::MissingFile { ref path } if *path == missing),
         "{err}"
