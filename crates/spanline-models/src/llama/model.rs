@@ -117,7 +117,11 @@ impl Model {
         let freq_base = md("llama.rope.freq_base")
             .and_then(|v| v.to_f32())
             .unwrap_or(10_000.0);
-        if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 || hidden % n_head != 0 {
+        if n_head == 0
+            || n_kv_head == 0
+            || !n_head.is_multiple_of(n_kv_head)
+            || !hidden.is_multiple_of(n_head)
+        {
             candle_core::bail!("inconsistent head counts ({n_head} heads, {n_kv_head} kv heads)");
         }
 
