@@ -224,6 +224,9 @@ impl Model {
         allow_dense: bool,
     ) -> Result<Tensor> {
         let (_, n) = tokens.dims2()?;
+        if n == 0 {
+            candle_core::bail!("no tokens to run");
+        }
         let dense = allow_dense && n >= DENSE_MIN_TOKENS;
         let mask = if n > 1 {
             Some(candle_transformers::utils::build_causal_mask(
