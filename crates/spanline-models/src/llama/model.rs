@@ -118,12 +118,31 @@ impl Model {
         let freq_base = md("llama.rope.freq_base")
             .and_then(|v| v.to_f32())
             .unwrap_or(10_000.0);
+        // The header is untrusted: check it against the file before sizing
+        // anything by it (a bogus block count or rotary width would
+        // otherwise ask for gigabytes before the first tensor read fails).
         if n_head == 0
             || n_kv_head == 0
+            || hidden == 0
             || !n_head.is_multiple_of(n_kv_head)
             || !hidden.is_multiple_of(n_head)
         {
-            candle_core::bail!("inconsistent head counts ({n_head} heads, {n_kv_head} kv heads)");
+            candle_core::bail!(
+                "inconsistent sizes ({hidden} wide, {n_head} heads, {n_kv_head} kv heads)"
+            );
+        }
+        if rope_dim != hidden / n_head {
+            candle_core::bail!(
+                "rotary width {rope_dim} differs from the head width {}",
+                hidden / n_head
+            );
+        }
+        let per_block = PROJECTIONS.len() + 2;
+        if blocks == 0 || blocks.saturating_mul(per_block) > content.tensor_infos.len() {
+            candle_core::bail!(
+                "block_count {blocks} does not match the {} tensors in the file",
+                content.tensor_infos.len()
+            );
         }
 
         let dense_bytes: u64 = (0..blocks)
@@ -426,6 +445,35 @@ mod tests {
             .unwrap());
         assert!(cosine(&a, &b) > 0.995, "{}", cosine(&a, &b));
         assert_eq!(argmax(&a), argmax(&b));
+    }
+
+    #[test]
+    fn a_lying_header_is_refused_before_anything_is_sized_by_it() {
+        use gguf_file::Value;
+        let header = |blocks: u32, rope: u32| {
+            let values = [
+                ("general.architecture", Value::String("llama".into())),
+                ("llama.attention.head_count", Value::U32(4)),
+                ("llama.attention.head_count_kv", Value::U32(2)),
+                ("llama.block_count", Value::U32(blocks)),
+                ("llama.embedding_length", Value::U32(64)),
+                ("llama.rope.dimension_count", Value::U32(rope)),
+                ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+            ];
+            let metadata: Vec<(&str, &Value)> = values.iter().map(|(k, v)| (*k, v)).collect();
+            let mut file = std::io::Cursor::new(Vec::new());
+            gguf_file::write(&mut file, &metadata, &[]).unwrap();
+            file.set_position(0);
+            let content = gguf_file::Content::read(&mut file).unwrap();
+            Model::from_gguf(&content, &mut file, 0)
+                .err()
+                .expect("refused")
+                .to_string()
+        };
+        let err = header(1_000_000_000, 16);
+        assert!(err.contains("block_count 1000000000"), "{err}");
+        let err = header(1, 1 << 30);
+        assert!(err.contains("rotary width"), "{err}");
     }
 
     #[test]
