@@ -64,7 +64,7 @@ pub use remote::{RemoteStage, WorkerChannel};
 pub use server::{
     EdgeMode, ServerTrace, ServerTraceLayer, ServerTraceLayerBuilder, request_context,
 };
-pub use worker::{DEFAULT_MAX_MESSAGE_SIZE, Worker, WorkerBuilder};
+pub use worker::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, Worker, WorkerBuilder};
 
 /// Setting up or serving gRPC failed.
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -148,7 +149,12 @@ pub struct Worker {
     streams: Arc<HashMap<String, Hosted<dyn ErasedStream>>>,
     layer: ServerTraceLayer,
     max_message_size: usize,
+    drain_timeout: Duration,
 }
+
+/// How long [`Worker::serve`] lets calls in flight finish after shutdown
+/// unless [`WorkerBuilder::drain_timeout`] says otherwise.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -166,6 +172,7 @@ pub struct WorkerBuilder {
     stages: HashMap<String, Hosted<dyn ErasedStage>>,
     streams: HashMap<String, Hosted<dyn ErasedStream>>,
     max_message_size: usize,
+    drain_timeout: Duration,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -183,6 +190,7 @@ impl Worker {
             stages: HashMap::new(),
             streams: HashMap::new(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 
@@ -201,7 +209,12 @@ impl Worker {
     }
 
     /// Serve on `listener` until `shutdown` completes, then drain calls in
-    /// flight. Accepted connections get `TCP_NODELAY`.
+    /// flight for at most the drain timeout ([`WorkerBuilder::drain_timeout`],
+    /// default [`DEFAULT_DRAIN_TIMEOUT`]); past it every connection is closed
+    /// and what was still running is cancelled. Without the deadline a
+    /// client that holds a connection open (or a call that never ends) would
+    /// keep `serve` from returning for ever. Accepted connections get
+    /// `TCP_NODELAY`.
     ///
     /// The connections are tied to this future: dropping it (or aborting
     /// the task running it) closes every connection it accepted at once, so
@@ -229,12 +242,29 @@ impl Worker {
                 Some((next, listener))
             }
         });
-        tonic::transport::Server::builder()
+        let drain = self.drain_timeout;
+        let (began, draining) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = began.send(());
+        };
+        let server = tonic::transport::Server::builder()
             .layer(layer)
             .add_service(self.into_service())
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .map_err(GrpcError::Transport)
+            .serve_with_incoming_shutdown(incoming, shutdown);
+        let deadline = async move {
+            match draining.await {
+                Ok(()) => tokio::time::sleep(drain).await,
+                // The server ended on its own: no deadline to keep.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            served = server => served.map_err(GrpcError::Transport),
+            // Returning drops the server and, through `_tie`, closes every
+            // connection it still holds.
+            () = deadline => Ok(()),
+        }
     }
 }
 
@@ -407,6 +437,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// After shutdown, let calls in flight finish for at most `timeout`
+    /// (default [`DEFAULT_DRAIN_TIMEOUT`]); then [`Worker::serve`] closes
+    /// the connections and returns.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
     /// Build (registers histograms with the current `metrics` recorder).
     pub fn build(self) -> Worker {
         Worker {
@@ -416,6 +454,7 @@ impl WorkerBuilder {
             stages: Arc::new(self.stages),
             streams: Arc::new(self.streams),
             max_message_size: self.max_message_size,
+            drain_timeout: self.drain_timeout,
         }
     }
 }

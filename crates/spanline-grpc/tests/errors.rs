@@ -196,3 +196,78 @@ async fn dropping_the_caller_cancels_the_worker() {
     );
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_for_the_drain_timeout_then_cancels_what_is_left() {
+    let t = TestTelemetry::new();
+    let entered = Arc::new(AtomicBool::new(false));
+    let dropped = Arc::new(AtomicBool::new(false));
+    let (e, d) = (entered.clone(), dropped.clone());
+    // A stage that never finishes on its own; it notes that it started and
+    // that it was dropped.
+    let stuck = stage_fn(
+        StageDescriptor::new("stuck", StageKind::Custom),
+        move |x: u64, _| {
+            e.store(true, Ordering::SeqCst);
+            let guard = DropFlag(d.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok::<_, StageError>(x)
+            }
+        },
+    );
+    let worker = t.build(|| {
+        Worker::builder(t.telemetry())
+            .stage(stuck)
+            .drain_timeout(Duration::from_millis(200))
+            .build()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(worker.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let remote: RemoteStage<u64, u64> = WorkerChannel::connect_lazy(&uri, t.telemetry())
+        .unwrap()
+        .stage(StageDescriptor::new("stuck", StageKind::Custom));
+    let call = tokio::spawn(async move { remote.run(1, &RequestContext::new()).await });
+    // Shut down once the call is running on the worker.
+    for _ in 0..3000 {
+        if entered.load(Ordering::SeqCst) {
+            break;
+        }
+        // allow-sleep: polling for the call to arrive, bounded by the loop.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        entered.load(Ordering::SeqCst),
+        "the call reached the worker"
+    );
+    let _ = stop.send(());
+    // Without the drain deadline this waits for ever: the call never ends.
+    let served = tokio::time::timeout(Duration::from_secs(30), serving)
+        .await
+        .expect("serve returns after the drain timeout")
+        .unwrap();
+    assert!(served.is_ok(), "{served:?}");
+    let err = tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .expect("the caller is released")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the stuck handler was cancelled"
+    );
+}
+
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}

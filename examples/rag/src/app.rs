@@ -389,6 +389,9 @@ pub fn rerank_worker(
     let reranker = BiEncoderReranker::new(embedder.clone(), MINILM);
     spanline::grpc::Worker::builder(telemetry.clone())
         .stage(Rerank::new(reranker).top_n(keep))
+        // A rerank takes about a second; one still running 10 s after
+        // shutdown was asked for has lost its caller.
+        .drain_timeout(Duration::from_secs(10))
         .build()
 }
 

@@ -2,6 +2,7 @@
 //! settings point at running ones.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use spanline::core::Telemetry;
 use spanline::kafka::KafkaConfig;
@@ -10,6 +11,10 @@ use tokio::task::JoinHandle;
 
 use crate::app::{self, Models, RagError, Settings};
 use crate::corpus::Corpus;
+
+/// How long [`Stack::stop`] waits for each in-process worker (the rerank
+/// worker drains for at most 10 s of it).
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Kafka, the rerank worker's address, and the in-process workers (stopped
 /// by [`Stack::stop`]).
@@ -97,14 +102,25 @@ impl Stack {
     }
 
     /// Stop the in-process workers (draining what they hold).
+    /// A worker that has not stopped within [`STOP_TIMEOUT`] is aborted
+    /// and reported as an error, never waited on for ever.
     pub async fn stop(self) -> Result<(), RagError> {
         for stop in self.stops {
             let _ = stop.send(());
         }
-        for task in self.tasks {
-            task.await
-                .map_err(|e| RagError::Other(format!("worker task: {e}")))?
-                .map_err(RagError::Other)?;
+        for mut task in self.tasks {
+            match tokio::time::timeout(STOP_TIMEOUT, &mut task).await {
+                Ok(joined) => joined
+                    .map_err(|e| RagError::Other(format!("worker task: {e}")))?
+                    .map_err(RagError::Other)?,
+                Err(_) => {
+                    task.abort();
+                    return Err(RagError::Other(format!(
+                        "a worker did not stop within {} s",
+                        STOP_TIMEOUT.as_secs()
+                    )));
+                }
+            }
         }
         Ok(())
     }
