@@ -14,7 +14,7 @@ use crate::corpus::Corpus;
 
 /// How long [`Stack::stop`] waits for each in-process worker (the rerank
 /// worker drains for at most 10 s of it).
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Kafka, the rerank worker's address, and the in-process workers (stopped
 /// by [`Stack::stop`]).
