@@ -102,7 +102,7 @@ impl Stack {
     }
 
     /// Stop the in-process workers (draining what they hold).
-    /// A worker that has not stopped within [`STOP_TIMEOUT`] is aborted
+    /// A worker that has not stopped within 30 s is aborted
     /// and reported as an error, never waited on for ever.
     pub async fn stop(self) -> Result<(), RagError> {
         for stop in self.stops {
