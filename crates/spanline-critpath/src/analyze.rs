@@ -645,6 +645,14 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
                 if nodes[c as usize].parent != x {
                     continue;
                 }
+                // The parent's own interval (a clamped parent must not pass
+                // its overshoot on to every child) and whether this is a
+                // SERVER span under its CLIENT, which may end after it: the
+                // server closes its span after writing the response, which
+                // the client may already have read.
+                let parent = &nodes[x as usize].span;
+                let (raw_ps, raw_pe) = (parent.start_ns, parent.end_ns.max(reach[x as usize]));
+                let parent_client = parent.kind == SpanKind::Client;
                 let cn = &mut nodes[c as usize];
                 let (rs, mut re) = (cn.span.start_ns, cn.span.end_ns.max(reach[c as usize]));
                 if re < rs {
@@ -660,16 +668,23 @@ pub fn analyze_trace(spans: &[&Span]) -> Option<TraceReport> {
                 }
                 let s = rs.clamp(ps, pe);
                 let e = re.clamp(s, pe);
-                let off = rs.abs_diff(s).max(re.abs_diff(e));
+                let rpc_tail = parent_client && cn.span.kind == SpanKind::Server;
+                let early = raw_ps.saturating_sub(rs);
+                let late = if rpc_tail {
+                    0
+                } else {
+                    re.saturating_sub(raw_pe)
+                };
+                let off = early.max(late).max(rs.saturating_sub(raw_pe));
                 if off > SKEW_TOLERANCE_NS {
                     let mut what = Vec::new();
-                    if rs < ps {
-                        what.push(format!("starts {} before", fmt_ns(ps - rs)));
+                    if early > 0 {
+                        what.push(format!("starts {} before", fmt_ns(early)));
                     }
-                    if re > pe {
-                        what.push(format!("ends {} after", fmt_ns(re - pe)));
+                    if late > 0 {
+                        what.push(format!("ends {} after", fmt_ns(late)));
                     }
-                    if rs > pe {
+                    if rs > raw_pe {
                         what.push("starts after the end of".to_owned());
                     }
                     diags.push(Diagnostic::new(
