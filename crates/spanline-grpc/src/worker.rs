@@ -254,6 +254,7 @@ impl Worker {
             .serve_with_incoming_shutdown(incoming, shutdown);
         let deadline = async move {
             match draining.await {
+                // A documented wait, not work: the drain deadline itself.
                 Ok(()) => tokio::time::sleep(drain).await,
                 // The server ended on its own: no deadline to keep.
                 Err(_) => std::future::pending().await,

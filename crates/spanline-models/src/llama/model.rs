@@ -384,18 +384,26 @@ mod tests {
     /// On the real SmolLM2 file: the quantised path gives candle's logits;
     /// the dense prompt path agrees with it; a cache written by the dense
     /// prompt serves quantised decoding.
-    #[test]
-    fn dense_prefill_agrees_with_the_quantised_path_and_candle() {
+    /// SmolLM2 from the shared cache, its dense copy capped at `limit`.
+    fn smollm2(limit: u64) -> LlamaGenerator {
         let resolver = ModelResolver::from_env();
         let files = resolver.resolve(&SMOLLM2_135M_INSTRUCT).unwrap();
-        let options = LoadOptions::cached_in(&resolver);
-        let generator = LlamaGenerator::load(
+        let options = LoadOptions {
+            dense_prefill_limit: limit,
+            ..LoadOptions::cached_in(&resolver)
+        };
+        LlamaGenerator::load(
             &files.file(SMOLLM2_135M_INSTRUCT.files[0]),
             "smollm2",
             &options,
             crate::InferenceThreads::new(1).unwrap(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn dense_prefill_agrees_with_the_quantised_path_and_candle() {
+        let generator = smollm2(LoadOptions::DEFAULT_DENSE_PREFILL_LIMIT);
         let path = generator.model_path().to_path_buf();
         let prompt = generator
             .tokenize("<|im_start|>user\nWhat carries the trace context across a Kafka hop, and why does it matter?<|im_end|>\n<|im_start|>assistant\n")
@@ -478,19 +486,6 @@ mod tests {
 
     #[test]
     fn a_zero_limit_keeps_no_dense_copy() {
-        let resolver = ModelResolver::from_env();
-        let files = resolver.resolve(&SMOLLM2_135M_INSTRUCT).unwrap();
-        let options = LoadOptions {
-            dense_prefill_limit: 0,
-            ..LoadOptions::cached_in(&resolver)
-        };
-        let generator = LlamaGenerator::load(
-            &files.file(SMOLLM2_135M_INSTRUCT.files[0]),
-            "smollm2",
-            &options,
-            crate::InferenceThreads::new(1).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(generator.dense_prefill_bytes(), 0);
+        assert_eq!(smollm2(0).dense_prefill_bytes(), 0);
     }
 }
