@@ -238,30 +238,39 @@ async fn context_travels_into_blocking_threads() {
     assert_eq!(spans.trace_ids().len(), 1);
 }
 
-#[test]
-fn ctx_span_is_the_stage_span_during_run() {
-    // The span a stage sees in its context is its own, so stage authors can
-    // add attributes through the context.
-    let t = TestTelemetry::new();
+/// Run `body` as the one stage (`name`) of a pipeline traced to `t`.
+fn run_one_stage<F, Fut>(t: &TestTelemetry, name: &'static str, body: F)
+where
+    F: Fn(u8, RequestContext) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<u8, StageError>> + Send + 'static,
+{
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let pipeline = t.build(|| {
-        Pipeline::builder("attrs")
+        Pipeline::builder("one-stage")
             .telemetry(t.telemetry())
             .then(stage_fn(
-                StageDescriptor::new("annotate", StageKind::Custom),
-                |x: u8, ctx: RequestContext| async move {
-                    ctx.set_attribute(opentelemetry::KeyValue::new("cache.hit", true));
-                    assert!(ctx.otel_context().span().span_context().is_sampled());
-                    Ok::<_, StageError>(x)
-                },
+                StageDescriptor::new(name, StageKind::Custom),
+                body,
             ))
             .build()
     });
     rt.block_on(pipeline.run(7, &RequestContext::new()))
         .unwrap();
+}
+
+#[test]
+fn ctx_span_is_the_stage_span_during_run() {
+    // The span a stage sees in its context is its own, so stage authors can
+    // add attributes through the context.
+    let t = TestTelemetry::new();
+    run_one_stage(&t, "annotate", |x, ctx| async move {
+        ctx.set_attribute(opentelemetry::KeyValue::new("cache.hit", true));
+        assert!(ctx.otel_context().span().span_context().is_sampled());
+        Ok(x)
+    });
     assert_eq!(
         t.spans()
             .named("spanline.stage annotate")
@@ -310,26 +319,12 @@ fn a_stage_opens_child_spans_through_its_pipelines_telemetry() {
     // is not told about it: it reads it from the request context.
     use opentelemetry::trace::SpanBuilder;
     let t = TestTelemetry::new();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let pipeline = t.build(|| {
-        Pipeline::builder("children")
-            .telemetry(t.telemetry())
-            .then(stage_fn(
-                StageDescriptor::new("tokenize", StageKind::Custom),
-                |x: u8, ctx: RequestContext| async move {
-                    let telemetry = ctx.telemetry().expect("set by the pipeline").clone();
-                    let child = ctx.start_span(&telemetry, SpanBuilder::from_name("lookup"));
-                    child.end_span();
-                    Ok::<_, StageError>(x)
-                },
-            ))
-            .build()
+    run_one_stage(&t, "tokenize", |x, ctx| async move {
+        let telemetry = ctx.telemetry().expect("set by the pipeline").clone();
+        let child = ctx.start_span(&telemetry, SpanBuilder::from_name("lookup"));
+        child.end_span();
+        Ok(x)
     });
-    rt.block_on(pipeline.run(1, &RequestContext::new()))
-        .unwrap();
     let spans = t.spans();
     let stage = spans.named("spanline.stage tokenize");
     let child = spans.named("lookup");
