@@ -181,7 +181,7 @@ pub mod metric {
     pub const GEN_AI_TIME_TO_FIRST_TOKEN: &str = "gen_ai.server.time_to_first_token";
     /// Histogram (s): time per output token after the first.
     pub const GEN_AI_TIME_PER_OUTPUT_TOKEN: &str = "gen_ai.server.time_per_output_token";
-    /// Counter: spans the export pipeline dropped (queue full or export failed).
+    /// Counter: spans the export pipeline dropped, by `reason` (the `REASON_*` values below).
     pub const SPANS_DROPPED: &str = "spanline.telemetry.spans.dropped";
     /// Counter: spans handed to the exporter successfully.
     pub const SPANS_EXPORTED: &str = "spanline.telemetry.spans.exported";
@@ -198,6 +198,16 @@ pub mod metric {
     pub const LABEL_OUTCOME: &str = "outcome";
     /// Label: why something was dropped or rejected.
     pub const LABEL_REASON: &str = "reason";
+    /// Reason (spans dropped): the export queue was full.
+    pub const REASON_QUEUE_FULL: &str = "queue_full";
+    /// Reason (spans dropped): the exporter failed or timed out.
+    pub const REASON_EXPORT_FAILED: &str = "export_failed";
+    /// Reason (spans dropped): the span ended after the processor shut down.
+    pub const REASON_AFTER_SHUTDOWN: &str = "after_shutdown";
+    /// Reason (spans dropped): still queued when the shutdown deadline passed.
+    pub const REASON_SHUTDOWN_QUEUED: &str = "shutdown_queued";
+    /// Reason (spans dropped): export in flight when the shutdown deadline passed.
+    pub const REASON_SHUTDOWN_IN_FLIGHT: &str = "shutdown_in_flight";
 
     /// Bucket boundaries (s) for stage and pipeline durations.
     pub const DURATION_BUCKETS: &[f64] = &[

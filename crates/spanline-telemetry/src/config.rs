@@ -130,6 +130,9 @@ pub enum ExporterKind {
     Otlp,
     /// One JSON object per span and line, to stdout or a file.
     Console,
+    /// An exporter given in code ([`TelemetryBuilder::span_exporter`](crate::TelemetryBuilder::span_exporter));
+    /// never named by the environment.
+    Custom,
 }
 
 impl ExporterKind {
@@ -138,6 +141,7 @@ impl ExporterKind {
         match self {
             ExporterKind::Otlp => "otlp",
             ExporterKind::Console => "console",
+            ExporterKind::Custom => "custom",
         }
     }
 }

@@ -13,7 +13,8 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::resource::TelemetryResourceDetector;
 use opentelemetry_sdk::trace::{
-    SdkTracerProvider, ShouldSample, Span, SpanData, SpanProcessor, TracerProviderBuilder,
+    SdkTracerProvider, ShouldSample, Span, SpanData, SpanExporter, SpanProcessor,
+    TracerProviderBuilder,
 };
 use spanline_core::Telemetry;
 
@@ -32,6 +33,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_SERVICE_NAME: &str = "unknown_service";
 
 type ProviderHook = Box<dyn FnOnce(TracerProviderBuilder) -> TracerProviderBuilder + Send>;
+type CustomExporter =
+    Box<dyn FnOnce(BatchConfig) -> Result<BoundedBatchProcessor, TelemetryError> + Send>;
 
 /// Configures and starts telemetry. Start from [`TelemetryBuilder::from_env`]
 /// (or [`TelemetryBuilder::new`] for defaults without the environment), adjust
@@ -43,6 +46,7 @@ pub struct TelemetryBuilder {
     recorder_capacity: Option<usize>,
     console_writer: Option<Box<dyn Write + Send>>,
     hooks: Vec<ProviderHook>,
+    custom_exporters: Vec<CustomExporter>,
     upkeep_interval: Duration,
     shutdown_timeout: Duration,
     head_sampler: Option<Box<dyn ShouldSample>>,
@@ -56,6 +60,7 @@ impl fmt::Debug for TelemetryBuilder {
             .field("recorder_capacity", &self.recorder_capacity)
             .field("console_writer", &self.console_writer.is_some())
             .field("extra_processors", &self.hooks.len())
+            .field("custom_exporters", &self.custom_exporters.len())
             .field("upkeep_interval", &self.upkeep_interval)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("head_sampler", &self.head_sampler)
@@ -97,6 +102,7 @@ impl TelemetryBuilder {
             recorder_capacity: None,
             console_writer: None,
             hooks: Vec::new(),
+            custom_exporters: Vec::new(),
             upkeep_interval: DEFAULT_UPKEEP_INTERVAL,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             head_sampler: None,
@@ -292,6 +298,19 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Export through `exporter` too, behind the same bounded batch
+    /// processor, batch settings and counters as the built-in exporters
+    /// (reported as [`ExporterKind::Custom`]). This is how a benchmark or a
+    /// test runs exactly what [`init`](crate::init) builds with an exporter
+    /// of its own. The exporter is moved to its worker thread and used there.
+    pub fn span_exporter<E: SpanExporter + 'static>(mut self, exporter: E) -> Self {
+        self.custom_exporters
+            .push(Box::new(move |batch: BatchConfig| {
+                BoundedBatchProcessor::spawn("custom", batch, move || Ok(exporter))
+            }));
+        self
+    }
+
     /// Register one more span processor with the provider.
     pub fn span_processor<P: SpanProcessor + 'static>(mut self, processor: P) -> Self {
         self.hooks.push(Box::new(move |b: TracerProviderBuilder| {
@@ -396,8 +415,14 @@ impl TelemetryBuilder {
                     };
                     BoundedBatchProcessor::spawn("console", batch, move || Ok(exporter))?
                 }
+                ExporterKind::Custom => continue,
             };
             stats.push((kind, processor.stats()));
+            downstream.push(Box::new(processor));
+        }
+        for make in self.custom_exporters.drain(..) {
+            let processor = make(batch)?;
+            stats.push((ExporterKind::Custom, processor.stats()));
             downstream.push(Box::new(processor));
         }
         let recorder = self.recorder_capacity.map(SpanRecorder::new);
