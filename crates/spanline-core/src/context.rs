@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::context::{FutureExt as _, WithContext};
-use opentelemetry::trace::{SpanBuilder, SpanContext, TraceContextExt, TraceId, Tracer};
+use opentelemetry::trace::{SpanBuilder, SpanContext, TraceContextExt, TraceId};
 use opentelemetry::{Context, KeyValue};
 use tokio::time::Instant;
 
@@ -176,7 +176,7 @@ impl RequestContext {
     /// `telemetry` for what runs under it. End the span with
     /// [`RequestContext::end_span`].
     pub fn start_span(&self, telemetry: &Telemetry, builder: SpanBuilder) -> RequestContext {
-        let mut ctx = match telemetry.tracer() {
+        let mut ctx = match telemetry.shared_tracer() {
             Some(tracer) => {
                 let mut builder = builder;
                 let request = self.attributes.span_attributes();
@@ -186,8 +186,7 @@ impl RequestContext {
                         .get_or_insert_with(Vec::new)
                         .extend_from_slice(request);
                 }
-                let span = tracer.build_with_context(builder, &self.otel);
-                self.with_otel(self.otel.with_span(span))
+                self.with_otel(tracer.start(builder, &self.otel))
             }
             None => self.clone(),
         };

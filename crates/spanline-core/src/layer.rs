@@ -16,8 +16,7 @@ use quanta::Instant;
 use futures_util::future::Either;
 use metrics::Histogram;
 use opentelemetry::context::FutureExt as _;
-use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{SpanBuilder, SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{SpanBuilder, SpanKind, Status, TraceContextExt};
 use opentelemetry::{Array, KeyValue, Value};
 
 use crate::context::RequestContext;
@@ -94,15 +93,15 @@ impl Placement {
             KeyValue::new(spanline::STEP_INDEX, self.index as i64),
             KeyValue::new(spanline::STEP_BLOCKING, true),
         ];
-        let depends: Vec<i64> = match &self.fallback_for {
-            Some(_) => vec![self.index as i64],
-            None if self.index == 0 => vec![],
-            None => vec![self.index as i64 - 1],
+        // One dependency is a plain int: an array value is a `Vec` that
+        // every span would clone (an allocation per stage call). Step 0
+        // depends on nothing: an empty array, which clones for free.
+        let depends = match &self.fallback_for {
+            Some(_) => Value::I64(self.index as i64),
+            None if self.index == 0 => Value::Array(Array::I64(Vec::new())),
+            None => Value::I64(self.index as i64 - 1),
         };
-        attrs.push(KeyValue::new(
-            spanline::STEP_DEPENDS_ON,
-            Value::Array(Array::I64(depends)),
-        ));
+        attrs.push(KeyValue::new(spanline::STEP_DEPENDS_ON, depends));
         if let Some((group, branch, width)) = self.group {
             attrs.push(KeyValue::new(spanline::PARALLEL_GROUP, group as i64));
             attrs.push(KeyValue::new(spanline::PARALLEL_BRANCH, branch as i64));
@@ -157,7 +156,7 @@ pub(crate) fn intern(name: String) -> Cow<'static, str> {
 
 /// Per-stage telemetry state, built once.
 struct StepTelemetry {
-    tracer: Arc<BoxedTracer>,
+    tracer: Arc<dyn crate::telemetry::SpanStarter>,
     span_name: Cow<'static, str>,
     span_kind: SpanKind,
     attributes: Vec<KeyValue>,
@@ -614,8 +613,7 @@ impl<S: Stage, R> Instrumented<S, R> {
             let builder = SpanBuilder::from_name(t.span_name.clone())
                 .with_kind(t.span_kind.clone())
                 .with_attributes(attrs);
-            let span = t.tracer.build_with_context(builder, parent);
-            span_ctx = ctx.with_otel(parent.with_span(span));
+            span_ctx = ctx.with_otel(t.tracer.start(builder, parent));
             &span_ctx
         } else {
             ctx

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt, future};
 use metrics::Histogram;
 use opentelemetry::KeyValue;
-use opentelemetry::trace::{SpanBuilder, SpanKind, TraceContextExt, Tracer};
+use opentelemetry::trace::{SpanBuilder, SpanKind, TraceContextExt};
 
 use crate::context::RequestContext;
 use crate::error::StageError;
@@ -288,7 +288,7 @@ impl<S: Step> PipelineBuilder<S> {
 
     /// Finish.
     pub fn build(self) -> Pipeline<S> {
-        let root = self.telemetry.tracer().map(|_| RootTelemetry {
+        let root = self.telemetry.is_enabled().then(|| RootTelemetry {
             span_name: crate::layer::intern(format!(
                 "{} {}",
                 gen_ai::op::INVOKE_WORKFLOW,
@@ -364,7 +364,7 @@ impl<S: Step> Pipeline<S> {
         let mut ctx = ctx.clone();
         ctx.enter(&self.telemetry);
         async move {
-            let (Some(root), Some(tracer)) = (&self.root, self.telemetry.tracer()) else {
+            let (Some(root), Some(tracer)) = (&self.root, self.telemetry.shared_tracer()) else {
                 return self.steps.call(input, &ctx).await;
             };
             let mut attrs = vec![
@@ -381,8 +381,7 @@ impl<S: Step> Pipeline<S> {
             let builder = SpanBuilder::from_name(root.span_name.clone())
                 .with_kind(SpanKind::Internal)
                 .with_attributes(attrs);
-            let span = tracer.build_with_context(builder, ctx.otel_context());
-            let run_ctx = ctx.with_otel(ctx.otel_context().with_span(span));
+            let run_ctx = ctx.with_otel(tracer.start(builder, ctx.otel_context()));
             let mut guard = RootGuard {
                 root,
                 ctx: &run_ctx,

@@ -220,12 +220,21 @@ impl State {
                 }
             }
         }
-        while spans.len() > batch_size {
-            let rest = spans.split_off(batch_size);
-            self.in_hand.push_back(std::mem::replace(&mut spans, rest));
+        if spans.len() <= batch_size {
+            if !spans.is_empty() {
+                self.in_hand.push_back(spans);
+            }
+            return;
         }
-        if !spans.is_empty() {
-            self.in_hand.push_back(spans);
+        // Each span moves once (splitting off the tail again and again
+        // would move the rest of a large queue once per batch).
+        let mut spans = spans.into_iter();
+        loop {
+            let batch: Vec<SpanData> = spans.by_ref().take(batch_size).collect();
+            if batch.is_empty() {
+                break;
+            }
+            self.in_hand.push_back(batch);
         }
     }
 
