@@ -91,8 +91,10 @@ impl Placement {
         let mut attrs = vec![
             KeyValue::new(spanline::PIPELINE_NAME, shared(&self.pipeline)),
             KeyValue::new(spanline::STEP_INDEX, self.index as i64),
-            KeyValue::new(spanline::STEP_BLOCKING, true),
         ];
+        // `spanline.step.blocking` is left out: every pipeline step blocks
+        // its parent, and an absent value means `true` (only a span its
+        // parent did not wait for says `false`).
         // One dependency is a plain int: an array value is a `Vec` that
         // every span would clone (an allocation per stage call). Step 0
         // depends on nothing: an empty array, which clones for free.
