@@ -612,9 +612,11 @@ impl<S: Stage, R> Instrumented<S, R> {
             attrs.extend_from_slice(ctx.attributes().span_attributes());
             self.stage
                 .annotate_input(&input, &mut Annotations::new(&mut attrs, capture, true));
-            let builder = SpanBuilder::from_name(t.span_name.clone())
-                .with_kind(t.span_kind.clone())
-                .with_attributes(attrs);
+            // The attribute vector is handed over as it is (`with_attributes`
+            // would collect it into a new one).
+            let mut builder =
+                SpanBuilder::from_name(t.span_name.clone()).with_kind(t.span_kind.clone());
+            builder.attributes = Some(attrs);
             span_ctx = ctx.with_otel(t.tracer.start(builder, parent));
             &span_ctx
         } else {

@@ -378,9 +378,9 @@ impl<S: Step> Pipeline<S> {
                 ));
             }
             attrs.extend_from_slice(ctx.attributes().span_attributes());
-            let builder = SpanBuilder::from_name(root.span_name.clone())
-                .with_kind(SpanKind::Internal)
-                .with_attributes(attrs);
+            let mut builder =
+                SpanBuilder::from_name(root.span_name.clone()).with_kind(SpanKind::Internal);
+            builder.attributes = Some(attrs);
             let run_ctx = ctx.with_otel(tracer.start(builder, ctx.otel_context()));
             let mut guard = RootGuard {
                 root,
