@@ -206,7 +206,7 @@ fn write_runs(path: &Path, seed: u64, n: u64, generate_ms: u64, hop_ms: [u64; 2]
     };
     let mut out = String::new();
     for i in 0..n {
-        let trace = TraceId(u128::from(seed) << 64 | u128::from(i) + 1);
+        let trace = TraceId((u128::from(seed) << 64) | (u128::from(i) + 1));
         let id = |k: u64| SpanId(i << 8 | k);
         let replica = (i % 2) as usize;
         let hop = jitter(hop_ms[replica]);
