@@ -79,7 +79,7 @@ enum Command {
         /// Confidence level of the intervals.
         #[arg(long, default_value_t = DiffOptions::default().confidence)]
         confidence: f64,
-        /// Least change, as a fraction of the baseline latency, for a key to be named a cause.
+        /// A key is a cause when its whole interval lies beyond ± this fraction of the baseline latency.
         #[arg(long, default_value_t = DiffOptions::default().min_effect)]
         min_effect: f64,
         /// Input format of both files (detected by default).

@@ -83,9 +83,11 @@ pub struct DiffOptions {
     pub seed: u64,
     /// Confidence level of the intervals, in (0, 1).
     pub confidence: f64,
-    /// A key is named as a cause at a quantile when its interval excludes 0
-    /// and its change is at least this fraction of the baseline latency at
-    /// that quantile.
+    /// A key is named as a cause at a quantile when its whole interval lies
+    /// beyond ± this fraction of the baseline latency at that quantile: the
+    /// change is confidently larger than that (with 0, the interval only
+    /// has to exclude 0). One outlier trace moves a point estimate, not the
+    /// near end of the interval.
     pub min_effect: f64,
     /// Half-width of the rank band around each quantile, in (0, 0.5].
     pub band: f64,
@@ -447,9 +449,8 @@ impl DiffBuilder {
                     let ci =
                         (slot[k] != u32::MAX).then(|| interval(&mut samples[qi][slot[k] as usize]));
                     let d = round(delta(k, qi));
-                    let cause = ci.is_some_and(|ci| ci.excludes_zero())
-                        && (d.unsigned_abs() as f64) >= opts.min_effect * latency[qi][0] as f64
-                        && d != 0;
+                    let m = opts.min_effect * latency[qi][0] as f64;
+                    let cause = ci.is_some_and(|ci| ci.lo_ns as f64 > m || (ci.hi_ns as f64) < -m);
                     KeyChange {
                         quantile: label,
                         baseline_ns: round(means[k][qi][0]).max(0) as u64,
@@ -577,7 +578,8 @@ struct Band {
 
 impl Band {
     fn new(q: f64, half: f64, n: usize) -> Band {
-        let rank_of = |p: f64| ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+        // nearest rank, forgiving float error (0.55 × 100 = 55.000000000000007)
+        let rank_of = |p: f64| (((p * n as f64) - 1e-9).ceil() as usize).clamp(1, n) - 1;
         let rank = rank_of(q);
         Band {
             rank,

@@ -113,7 +113,7 @@ pub fn diff(d: &Diff) -> String {
         if q.causes.is_empty() {
             let _ = writeln!(
                 o,
-                "{}: no cause: no key changed by ≥ {} of the baseline latency with an interval excluding 0",
+                "{}: no cause: no key's interval lies beyond ±{} of the baseline latency",
                 q.quantile,
                 pct(d.options.min_effect)
             );
