@@ -72,14 +72,13 @@ pub fn diff(d: &Diff) -> String {
     let head: Vec<String> = d
         .quantiles
         .iter()
-        .map(|q| format!("{:^38}", format!("Δ at {} [{conf} CI]", q.quantile)))
+        .map(|q| format!("{:^40}", format!("Δ at {} [{conf} CI]", q.quantile)))
         .collect();
+    let line = format!("  {:<28} {:<5} {}", "key", "type", head.join("  "));
     let _ = writeln!(
         o,
-        "\nchange in critical-path contribution, largest first\n  {:<28} {:<5} {}",
-        "key",
-        "type",
-        head.join("  ")
+        "\nchange in critical-path contribution, largest first\n{}",
+        line.trim_end()
     );
     for r in d.rows.iter().take(MAX_ROWS) {
         let cells: Vec<String> = r
@@ -87,7 +86,7 @@ pub fn diff(d: &Diff) -> String {
             .iter()
             .map(|c| {
                 format!(
-                    "{:>10} {:<25}{}",
+                    "{:>11} {:<27}{}",
                     fmt_delta(c.delta_ns),
                     fmt_ci(c.ci),
                     if c.cause { "*" } else { " " }
@@ -99,13 +98,13 @@ pub fn diff(d: &Diff) -> String {
             Presence::BaselineOnly => "  (gone)",
             Presence::CurrentOnly => "  (new)",
         };
-        let _ = writeln!(
-            o,
+        let line = format!(
             "  {:<28} {:<5} {}{tag}",
             cut(&r.key, 28),
             r.segment_type.as_str(),
             cells.join("  ")
         );
+        let _ = writeln!(o, "{}", line.trim_end());
     }
     left_out(&mut o, d.rows.len(), "keys");
     let _ = writeln!(o);
