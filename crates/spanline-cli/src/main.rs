@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use spanline_critpath::{
-    Format, Loaded, Span, StatsBuilder, TraceReport, analyze_trace, group_by_trace, load_reader,
-    render,
+    DiffBuilder, DiffOptions, Format, GroupedDiffBuilder, GroupedStatsBuilder, Loaded, Scales,
+    Side, Span, StatsBuilder, TraceReport, WhatIfBuilder, analyze_trace, group_by_trace,
+    load_reader, render,
 };
 
 /// Critical-path analysis of spanline traces.
@@ -45,6 +46,54 @@ enum Command {
     Stats {
         /// Trace file.
         file: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Statistics per value of this span attribute (e.g. server.address
+        /// to compare worker replicas; service.name reads the resource).
+        #[arg(long, value_name = "ATTR")]
+        group_by: Option<String>,
+        /// Input format (detected by default).
+        #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+        format: FormatArg,
+    },
+    /// Which stage, hop or queue explains the latency change from BASELINE
+    /// to CURRENT at p50 and p95, with bootstrap confidence intervals.
+    Diff {
+        /// The reference trace file.
+        baseline: PathBuf,
+        /// The trace file to explain.
+        current: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// A diff per value of this span attribute.
+        #[arg(long, value_name = "ATTR")]
+        group_by: Option<String>,
+        /// Bootstrap resamples.
+        #[arg(long, default_value_t = DiffOptions::default().resamples)]
+        resamples: usize,
+        /// Seed of the resampling (same seed, same intervals).
+        #[arg(long, default_value_t = DiffOptions::default().seed)]
+        seed: u64,
+        /// Confidence level of the intervals.
+        #[arg(long, default_value_t = DiffOptions::default().confidence)]
+        confidence: f64,
+        /// A key is a cause when its whole interval lies beyond ± this fraction of the baseline latency.
+        #[arg(long, default_value_t = DiffOptions::default().min_effect)]
+        min_effect: f64,
+        /// Input format of both files (detected by default).
+        #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+        format: FormatArg,
+    },
+    /// Projected latency and critical-path shares if stages, hops or queues
+    /// were faster or slower.
+    Whatif {
+        /// Trace file.
+        file: PathBuf,
+        /// KEY=FACTOR: multiply the own time of a stage, hop or queue (repeatable).
+        #[arg(long = "scale", value_name = "KEY=FACTOR", required = true)]
+        scales: Vec<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -111,7 +160,44 @@ fn run(cli: Cli) -> Result<()> {
             json,
             format,
         } => critpath(&file, trace.as_deref(), all, json, format.into()),
-        Command::Stats { file, json, format } => stats(&file, json, format.into()),
+        Command::Stats {
+            file,
+            json,
+            group_by,
+            format,
+        } => stats(&file, json, group_by.as_deref(), format.into()),
+        Command::Diff {
+            baseline,
+            current,
+            json,
+            group_by,
+            resamples,
+            seed,
+            confidence,
+            min_effect,
+            format,
+        } => {
+            let opts = DiffOptions {
+                resamples,
+                seed,
+                confidence,
+                min_effect,
+                ..DiffOptions::default()
+            };
+            diff(
+                [&baseline, &current],
+                json,
+                group_by.as_deref(),
+                &opts,
+                format.into(),
+            )
+        }
+        Command::Whatif {
+            file,
+            scales,
+            json,
+            format,
+        } => whatif(&file, &scales, json, format.into()),
         Command::Waterfall {
             file,
             output,
@@ -287,20 +373,88 @@ fn critpath(path: &Path, trace: Option<&str>, all: bool, json: bool, format: For
     Ok(())
 }
 
-fn stats(path: &Path, json: bool, format: Format) -> Result<()> {
-    let loaded = load(path, format)?;
-    let mut b = StatsBuilder::new();
+/// Calls `f` with the spans and the report of every trace in the file.
+fn each_trace(loaded: &Loaded, mut f: impl FnMut(&[&Span], &TraceReport)) {
     for g in group_by_trace(&loaded.spans) {
         if let Some(r) = analyze_trace(&g) {
-            b.add(&r);
+            f(&g, &r);
         }
     }
+}
+
+fn stats(path: &Path, json: bool, group_by: Option<&str>, format: Format) -> Result<()> {
+    let loaded = load(path, format)?;
+    if let Some(attr) = group_by {
+        let mut b = GroupedStatsBuilder::new(attr);
+        each_trace(&loaded, |g, r| b.add(g, r));
+        let s = b.finish();
+        let mut out = std::io::stdout().lock();
+        if json {
+            writeln!(out, "{}", render::json(&s))?;
+        } else {
+            write!(out, "{}", render::compare::grouped_stats(&s))?;
+        }
+        return Ok(());
+    }
+    let mut b = StatsBuilder::new();
+    each_trace(&loaded, |_, r| b.add(r));
     let s = b.finish();
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", render::json(&s))?;
     } else {
         write!(out, "{}", render::text::stats(&s))?;
+    }
+    Ok(())
+}
+
+fn diff(
+    paths: [&Path; 2],
+    json: bool,
+    group_by: Option<&str>,
+    opts: &DiffOptions,
+    format: Format,
+) -> Result<()> {
+    let sides = [Side::Baseline, Side::Current];
+    let mut out = std::io::stdout().lock();
+    if let Some(attr) = group_by {
+        let mut b = GroupedDiffBuilder::new(attr);
+        for (path, side) in paths.into_iter().zip(sides) {
+            each_trace(&load(path, format)?, |g, r| b.add(side, g, r));
+        }
+        let d = b.finish(opts)?;
+        if json {
+            writeln!(out, "{}", render::json(&d))?;
+        } else {
+            write!(out, "{}", render::compare::grouped_diff(&d))?;
+        }
+        return Ok(());
+    }
+    let mut b = DiffBuilder::new();
+    for (path, side) in paths.into_iter().zip(sides) {
+        each_trace(&load(path, format)?, |_, r| b.add(side, r));
+    }
+    let d = b.finish(opts)?;
+    if json {
+        writeln!(out, "{}", render::json(&d))?;
+    } else {
+        write!(out, "{}", render::compare::diff(&d))?;
+    }
+    Ok(())
+}
+
+fn whatif(path: &Path, scales: &[String], json: bool, format: Format) -> Result<()> {
+    // Validate the factors before reading a possibly large file.
+    let scales = Scales::parse(scales)?;
+    let loaded = load(path, format)?;
+    let mut b = WhatIfBuilder::new(scales);
+    each_trace(&loaded, |g, r| b.add(g, r));
+    let w = b.finish()?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", render::json(&w))?;
+    } else {
+        write!(out, "{}", render::compare::whatif(&w))?;
     }
     Ok(())
 }

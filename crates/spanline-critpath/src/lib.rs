@@ -28,28 +28,36 @@
 //! protobuf, spanline console JSON lines — streamed, with a [`Diagnostic`]
 //! per problem), [`mod@analyze`] (the exact critical path from the structural
 //! attributes of `docs/span-structure.md`, with a timestamp fallback),
-//! [`mod@stats`] (aggregates across traces) and [`render`] (terminal, JSON,
-//! HTML/SVG). The algorithm is described in `docs/critical-path.md`.
+//! [`mod@stats`] (aggregates across traces), [`mod@diff`] (what explains a
+//! latency change between two runs), [`whatif`] (projected latency if a key
+//! were faster or slower), [`group`] (the same per attribute value) and
+//! [`render`] (terminal, JSON, HTML/SVG). The algorithm is described in `docs/critical-path.md`.
 //!
 //! This crate depends on neither the OpenTelemetry SDK nor spanline-core; the
 //! attribute keys it reads are copied in [`semconv`].
 
 pub mod analyze;
 pub mod diag;
+pub mod diff;
 pub mod encode;
 pub mod error;
+pub mod group;
 pub mod load;
 pub mod model;
 pub mod render;
 pub mod semconv;
 pub mod stats;
+pub mod whatif;
 
 pub use analyze::{
     Contribution, DetachReason, Detached, Segment, SegmentType, SpanInfo, TraceReport, analyze,
     analyze_trace, group_by_trace,
 };
 pub use diag::{Diagnostic, DiagnosticKind, Location};
+pub use diff::{Diff, DiffBuilder, DiffError, DiffOptions, Side};
 pub use error::LoadError;
+pub use group::{GroupKey, GroupedDiff, GroupedDiffBuilder, GroupedStats, GroupedStatsBuilder};
 pub use load::{Format, Loaded, load_each, load_file, load_reader};
 pub use model::{AttrValue, Attributes, Link, Span, SpanId, SpanKind, Status, StatusCode, TraceId};
 pub use stats::{KeyStats, Percentiles, Stats, StatsBuilder, TailRow, TailView, stats};
+pub use whatif::{Scale, Scales, WhatIf, WhatIfBuilder, WhatIfError};

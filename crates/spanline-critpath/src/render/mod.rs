@@ -1,5 +1,6 @@
 //! Renderers: terminal text, JSON and a self-contained HTML page with SVG charts.
 
+pub mod compare;
 pub mod html;
 pub mod text;
 

@@ -6,11 +6,11 @@ use super::clean;
 use crate::analyze::{TraceReport, fmt_ns};
 use crate::stats::{Percentiles, Stats};
 
-fn pct(x: f64) -> String {
+pub(crate) fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }
 
-fn cut(s: &str, w: usize) -> String {
+pub(crate) fn cut(s: &str, w: usize) -> String {
     let s = clean(s);
     if s.chars().count() <= w {
         s

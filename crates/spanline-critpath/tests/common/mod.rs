@@ -163,3 +163,46 @@ pub fn sample_pipeline(n: u128) -> Trace {
     t.stage(root, "chat extractive", "chat", 4, 86, 98);
     t
 }
+
+/// A tiny deterministic generator for jitter in test data (splitmix64).
+pub struct Jitter(pub u64);
+
+impl Jitter {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// `ms` ± `pct` percent (uniform), at least 1.
+    pub fn around(&mut self, ms: u64, pct: u64) -> u64 {
+        let span = ms * pct / 100;
+        if span == 0 {
+            return ms.max(1);
+        }
+        (ms - span + self.next() % (2 * span + 1)).max(1)
+    }
+}
+
+/// One run of a sequential pipeline `rag` whose stages take the given times
+/// (ms), 1 ms of orchestration before each stage and after the last.
+pub fn sequential_run(n: u128, stages: &[(&str, u64)]) -> Trace {
+    let mut t = Trace::new(n);
+    let total: u64 = stages.iter().map(|s| s.1 + 1).sum::<u64>() + 1;
+    let root = t.span(None, "invoke_workflow rag", 0, total);
+    let mut at = 1;
+    for (i, &(stage, ms)) in stages.iter().enumerate() {
+        t.stage(
+            root,
+            &format!("spanline.stage {stage}"),
+            stage,
+            i as i64,
+            at,
+            at + ms,
+        );
+        at += ms + 1;
+    }
+    t
+}
