@@ -99,16 +99,19 @@ fn full_queue_drops_and_counts_without_blocking() {
     tracer.in_span("late", |_| {});
 }
 
+/// Records the size of every batch it is given.
+#[derive(Debug, Clone, Default)]
+struct Sizes(Arc<Mutex<Vec<usize>>>);
+
+impl SpanExporter for Sizes {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.0.lock().expect("sizes").push(batch.len());
+        Ok(())
+    }
+}
+
 #[test]
 fn batches_respect_max_size_and_schedule_delay() {
-    #[derive(Debug, Clone, Default)]
-    struct Sizes(Arc<Mutex<Vec<usize>>>);
-    impl SpanExporter for Sizes {
-        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-            self.0.lock().expect("sizes").push(batch.len());
-            Ok(())
-        }
-    }
     let sizes = Sizes::default();
     let worker = sizes.clone();
     let config = BatchConfig {
@@ -151,4 +154,41 @@ fn exporter_build_error_is_reported() {
         })
         .expect_err("must fail");
     assert!(err.to_string().contains("nope"));
+}
+
+#[test]
+fn the_worker_is_signalled_per_batch_not_per_span() {
+    let sizes = Sizes::default();
+    let config = BatchConfig {
+        // Longer than the test: only a full batch or a flush exports.
+        schedule_delay: Duration::from_secs(3_600),
+        export_timeout: Duration::from_secs(10),
+        max_queue_size: 10_000,
+        max_export_batch_size: 64,
+    };
+    let worker = sizes.clone();
+    let processor =
+        BoundedBatchProcessor::spawn("sizes", config, move || Ok(worker)).expect("spawn");
+    let stats = processor.stats();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .build();
+    let tracer = provider.tracer("t");
+    for _ in 0..64 * 3 + 5 {
+        tracer.in_span("s", |_| {});
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.snapshot().exported < 64 * 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2)); // allow-sleep: polling for the batches
+    }
+    // Three full batches went out on their own; the 5 left wait for the
+    // schedule or a flush: nothing was exported span by span.
+    assert_eq!(stats.snapshot().exported, 64 * 3);
+    provider.force_flush().expect("flush");
+    let got = sizes.0.lock().expect("sizes").clone();
+    assert_eq!(got.iter().sum::<usize>(), 64 * 3 + 5, "{got:?}");
+    assert_eq!(got.last(), Some(&5), "{got:?}");
+    assert!(got.iter().all(|n| *n == 64 || *n == 5), "{got:?}");
+    provider.shutdown().expect("shutdown");
+    assert_eq!(stats.snapshot().accounted(), 64 * 3 + 5);
 }

@@ -216,39 +216,3 @@ fn a_worker_stuck_in_a_blocking_exporter_is_accounted_for_by_the_caller() {
         250
     );
 }
-
-#[test]
-fn the_worker_is_signalled_per_batch_not_per_span() {
-    #[derive(Debug, Clone, Default)]
-    struct Sizes(Arc<Mutex<Vec<usize>>>);
-    impl SpanExporter for Sizes {
-        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-            self.0.lock().expect("sizes").push(batch.len());
-            Ok(())
-        }
-    }
-    let sizes = Sizes::default();
-    let config = BatchConfig {
-        // Longer than the test: only a full batch or a flush exports.
-        schedule_delay: Duration::from_secs(3_600),
-        export_timeout: Duration::from_secs(10),
-        max_queue_size: 10_000,
-        max_export_batch_size: 64,
-    };
-    let (provider, stats) = provider_with(sizes.clone(), config);
-    emit(&provider, 64 * 3 + 5);
-    let deadline = Instant::now() + BOUND;
-    while stats.snapshot().exported < 64 * 3 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2)); // allow-sleep: polling for the batches
-    }
-    // Three full batches went out on their own; the 5 left wait for the
-    // schedule or a flush: nothing was exported span by span.
-    assert_eq!(stats.snapshot().exported, 64 * 3);
-    provider.force_flush().expect("flush");
-    let got = sizes.0.lock().expect("sizes").clone();
-    assert_eq!(got.iter().sum::<usize>(), 64 * 3 + 5, "{got:?}");
-    assert_eq!(got.last(), Some(&5), "{got:?}");
-    assert!(got.iter().all(|n| *n == 64 || *n == 5), "{got:?}");
-    provider.shutdown().expect("shutdown");
-    assert_eq!(stats.snapshot().accounted(), 64 * 3 + 5);
-}
