@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use metrics::Counter;
-use opentelemetry::trace::{SpanId, Status, TraceId};
+use opentelemetry::trace::{Status, TraceId};
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
@@ -25,6 +25,7 @@ use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 use spanline_core::semconv::{sampling as names, spanline};
 
 use crate::error::TelemetryError;
+use crate::sampling::buffer::{Entry, TraceBuffer, Trigger};
 use crate::sampling::head::baseline_ratio_keeps;
 use crate::sampling::rules::Condition;
 
@@ -414,26 +415,12 @@ impl fmt::Debug for TailStatsHandle {
     }
 }
 
-struct Pending {
-    seq: u64,
-    first_seen: Instant,
-    spans: Vec<SpanData>,
-    bytes: usize,
+/// What the engine keeps about every span of a buffered trace.
+#[derive(Default)]
+struct Summary {
     error: bool,
     force: bool,
     slow_stage: bool,
-    root_duration: Option<Duration>,
-    min_start: SystemTime,
-    max_end: SystemTime,
-}
-
-/// Why a trace is decided now.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Trigger {
-    Root,
-    MaxTraces,
-    Timeout,
-    Shutdown,
 }
 
 /// The tail sampler's decision engine, without threads: feed it spans and
@@ -444,16 +431,9 @@ enum Trigger {
 pub struct TailEngine {
     config: TailConfig,
     stages: HashMap<String, Duration>,
-    pending: HashMap<TraceId, Pending>,
-    order: VecDeque<(TraceId, u64)>,
+    buffer: TraceBuffer<Summary>,
     decided: HashMap<TraceId, bool>,
     decided_order: VecDeque<TraceId>,
-    next_seq: u64,
-    spans: usize,
-    bytes: usize,
-    peak_traces: usize,
-    peak_spans: usize,
-    peak_bytes: usize,
     shared: Arc<Shared>,
 }
 
@@ -478,16 +458,13 @@ impl TailEngine {
         let stages = config.stage_thresholds.iter().cloned().collect();
         Ok(TailEngine {
             stages,
-            pending: HashMap::with_capacity(config.max_traces.min(4_096)),
-            order: VecDeque::new(),
+            buffer: TraceBuffer::new(
+                config.max_traces,
+                config.max_spans_per_trace,
+                config.decision_wait,
+            ),
             decided: HashMap::with_capacity(config.decision_cache.min(4_096)),
             decided_order: VecDeque::new(),
-            next_seq: 0,
-            spans: 0,
-            bytes: 0,
-            peak_traces: 0,
-            peak_spans: 0,
-            peak_bytes: 0,
             config,
             shared,
         })
@@ -529,132 +506,66 @@ impl TailEngine {
             }
             return;
         }
-        if !self.pending.contains_key(&trace_id) {
-            while self.pending.len() >= self.config.max_traces {
-                if !self.evict_oldest(out) {
-                    break;
-                }
-            }
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            self.pending.insert(
-                trace_id,
-                Pending {
-                    seq,
-                    first_seen: now,
-                    spans: Vec::new(),
-                    bytes: 0,
-                    error: false,
-                    force: false,
-                    slow_stage: false,
-                    root_duration: None,
-                    min_start: span.start_time,
-                    max_end: span.end_time,
-                },
-            );
-            self.order.push_back((trace_id, seq));
+        let honor_force = self.config.honor_force;
+        let stages = &self.stages;
+        let mut evicted = Vec::new();
+        let inserted = self.buffer.insert(
+            span,
+            now,
+            |s, span| {
+                s.error |= matches!(span.status, Status::Error { .. });
+                s.force |= honor_force && is_forced(&span.attributes);
+                s.slow_stage |= !stages.is_empty() && stage_is_slow(stages, span);
+            },
+            &mut |id, e, trigger| evicted.push((id, e, trigger)),
+        );
+        for (id, e, trigger) in evicted {
+            self.settle(id, e, trigger, out);
+        }
+        if inserted.new_trace {
             a.traces_seen.fetch_add(1, Ordering::Relaxed);
             m.traces_seen.increment(1);
-            self.compact_order();
         }
-        let is_root = span.parent_span_id == SpanId::INVALID || span.parent_span_is_remote;
-        let duration = span
-            .end_time
-            .duration_since(span.start_time)
-            .unwrap_or_default();
-        let force = self.config.honor_force && is_forced(&span.attributes);
-        let slow_stage = !self.stages.is_empty() && self.stage_is_slow(&span.attributes, duration);
-        let limit = self.config.max_spans_per_trace;
-        let Some(p) = self.pending.get_mut(&trace_id) else {
-            return;
-        };
-        p.error |= matches!(span.status, Status::Error { .. });
-        p.force |= force;
-        p.slow_stage |= slow_stage;
-        p.min_start = p.min_start.min(span.start_time);
-        p.max_end = p.max_end.max(span.end_time);
-        if is_root {
-            p.root_duration = Some(duration);
-        }
-        if p.spans.len() < limit {
-            let size = approx_size(&span);
-            p.bytes += size;
-            p.spans.push(span);
-            self.spans += 1;
-            self.bytes += size;
-        } else {
+        if inserted.over_limit {
             a.spans_dropped_span_limit.fetch_add(1, Ordering::Relaxed);
             m.spans_dropped_span_limit.increment(1);
         }
-        self.update_levels();
-        if is_root {
-            self.decide(trace_id, Trigger::Root, out);
+        if inserted.is_root
+            && let Some(e) = self.buffer.take(trace_id)
+        {
+            self.settle(trace_id, e, Trigger::Root, out);
         }
+        self.update_levels();
     }
 
     /// Decide every trace whose decision wait has passed at `now`.
     pub fn expire(&mut self, now: Instant, out: &mut dyn FnMut(SpanData)) {
-        while let Some(&(trace_id, seq)) = self.order.front() {
-            match self.pending.get(&trace_id) {
-                Some(p) if p.seq == seq => {
-                    if now.saturating_duration_since(p.first_seen) < self.config.decision_wait {
-                        break;
-                    }
-                    self.order.pop_front();
-                    self.decide(trace_id, Trigger::Timeout, out);
-                }
-                _ => {
-                    self.order.pop_front();
-                }
-            }
+        let mut due = Vec::new();
+        self.buffer
+            .expire(now, &mut |id, e, trigger| due.push((id, e, trigger)));
+        for (id, e, trigger) in due {
+            self.settle(id, e, trigger, out);
         }
+        self.update_levels();
     }
 
     /// Decide every buffered trace now (shutdown).
     pub fn finish(&mut self, out: &mut dyn FnMut(SpanData)) {
-        while let Some((trace_id, seq)) = self.order.pop_front() {
-            if self.pending.get(&trace_id).is_some_and(|p| p.seq == seq) {
-                self.decide(trace_id, Trigger::Shutdown, out);
-            }
+        let mut all = Vec::new();
+        self.buffer
+            .drain(&mut |id, e, trigger| all.push((id, e, trigger)));
+        for (id, e, trigger) in all {
+            self.settle(id, e, trigger, out);
         }
+        self.update_levels();
     }
 
-    fn evict_oldest(&mut self, out: &mut dyn FnMut(SpanData)) -> bool {
-        while let Some((trace_id, seq)) = self.order.pop_front() {
-            if self.pending.get(&trace_id).is_some_and(|p| p.seq == seq) {
-                self.decide(trace_id, Trigger::MaxTraces, out);
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Drop stale order entries (traces decided by their root) so the
-    /// queue stays within twice the trace bound.
-    fn compact_order(&mut self) {
-        if self.order.len() > 2 * self.config.max_traces + 64 {
-            let pending = &self.pending;
-            self.order
-                .retain(|(id, seq)| pending.get(id).is_some_and(|p| p.seq == *seq));
-        }
-    }
-
-    fn stage_is_slow(&self, attributes: &[KeyValue], duration: Duration) -> bool {
-        attributes.iter().any(|kv| {
-            kv.key.as_str() == spanline::STAGE_NAME
-                && match &kv.value {
-                    Value::String(s) => self.stages.get(s.as_str()).is_some_and(|t| duration > *t),
-                    _ => false,
-                }
-        })
-    }
-
-    fn judge(&self, trace_id: TraceId, p: &Pending) -> TailDecision {
+    fn judge(&self, trace_id: TraceId, p: &Entry<Summary>) -> TailDecision {
         let c = &self.config;
-        if p.force {
+        if p.summary.force {
             return TailDecision::Keep(names::REASON_FORCE);
         }
-        if c.keep_errors && p.error {
+        if c.keep_errors && p.summary.error {
             return TailDecision::Keep(names::REASON_ERROR);
         }
         if let Some(threshold) = c.latency_threshold {
@@ -665,7 +576,7 @@ impl TailEngine {
                 return TailDecision::Keep(names::REASON_LATENCY);
             }
         }
-        if p.slow_stage {
+        if p.summary.slow_stage {
             return TailDecision::Keep(names::REASON_STAGE_LATENCY);
         }
         if c.rules.iter().any(|r| r.matches(&p.spans)) {
@@ -677,13 +588,15 @@ impl TailEngine {
         TailDecision::Drop
     }
 
-    fn decide(&mut self, trace_id: TraceId, trigger: Trigger, out: &mut dyn FnMut(SpanData)) {
-        let Some(p) = self.pending.remove(&trace_id) else {
-            return;
-        };
+    /// Decide a trace that left the buffer.
+    fn settle(
+        &mut self,
+        trace_id: TraceId,
+        p: Entry<Summary>,
+        trigger: Trigger,
+        out: &mut dyn FnMut(SpanData),
+    ) {
         let decision = self.judge(trace_id, &p);
-        self.spans -= p.spans.len();
-        self.bytes -= p.bytes;
         let shared = self.shared.clone();
         let (a, m) = (&shared.atomics, &shared.metrics);
         match trigger {
@@ -716,7 +629,6 @@ impl TailEngine {
             }
         }
         self.remember(trace_id, decision.is_keep());
-        self.update_levels();
     }
 
     fn remember(&mut self, trace_id: TraceId, keep: bool) {
@@ -737,58 +649,37 @@ impl TailEngine {
     }
 
     fn update_levels(&mut self) {
-        let traces = self.pending.len();
-        self.peak_traces = self.peak_traces.max(traces);
-        self.peak_spans = self.peak_spans.max(self.spans);
-        self.peak_bytes = self.peak_bytes.max(self.bytes);
+        let l = self.buffer.levels();
         let a = &self.shared.atomics;
-        a.buffered_traces.store(traces as u64, Ordering::Relaxed);
-        a.buffered_spans.store(self.spans as u64, Ordering::Relaxed);
-        a.buffered_bytes.store(self.bytes as u64, Ordering::Relaxed);
-        a.peak_traces
-            .store(self.peak_traces as u64, Ordering::Relaxed);
-        a.peak_spans
-            .store(self.peak_spans as u64, Ordering::Relaxed);
-        a.peak_bytes
-            .store(self.peak_bytes as u64, Ordering::Relaxed);
+        a.buffered_traces.store(l.traces as u64, Ordering::Relaxed);
+        a.buffered_spans.store(l.spans as u64, Ordering::Relaxed);
+        a.buffered_bytes.store(l.bytes as u64, Ordering::Relaxed);
+        a.peak_traces.store(l.peak_traces as u64, Ordering::Relaxed);
+        a.peak_spans.store(l.peak_spans as u64, Ordering::Relaxed);
+        a.peak_bytes.store(l.peak_bytes as u64, Ordering::Relaxed);
         a.cached_decisions
             .store(self.decided.len() as u64, Ordering::Relaxed);
     }
+}
+
+fn stage_is_slow(stages: &HashMap<String, Duration>, span: &SpanData) -> bool {
+    let duration = span
+        .end_time
+        .duration_since(span.start_time)
+        .unwrap_or_default();
+    span.attributes.iter().any(|kv| {
+        kv.key.as_str() == spanline::STAGE_NAME
+            && match &kv.value {
+                Value::String(s) => stages.get(s.as_str()).is_some_and(|t| duration > *t),
+                _ => false,
+            }
+    })
 }
 
 fn is_forced(attributes: &[KeyValue]) -> bool {
     attributes
         .iter()
         .any(|kv| kv.key.as_str() == names::FORCE && kv.value == Value::Bool(true))
-}
-
-/// Approximate heap and inline bytes of a buffered span: the struct, its
-/// attribute, event and link slots, and the text of string values and an
-/// owned name.
-pub(crate) fn approx_size(span: &SpanData) -> usize {
-    let text = |v: &Value| match v {
-        Value::String(s) => s.as_str().len(),
-        _ => 0,
-    };
-    let attrs: usize = span
-        .attributes
-        .iter()
-        .map(|kv| std::mem::size_of::<KeyValue>() + text(&kv.value))
-        .sum();
-    let events: usize = span
-        .events
-        .iter()
-        .map(|e| {
-            std::mem::size_of::<opentelemetry::trace::Event>()
-                + e.attributes.len() * std::mem::size_of::<KeyValue>()
-        })
-        .sum();
-    let links = span.links.len() * std::mem::size_of::<opentelemetry::trace::Link>();
-    let name = match &span.name {
-        std::borrow::Cow::Owned(s) => s.len(),
-        std::borrow::Cow::Borrowed(_) => 0,
-    };
-    std::mem::size_of::<SpanData>() + attrs + events + links + name
 }
 
 enum Msg {
