@@ -52,6 +52,7 @@
 pub mod config;
 mod console;
 pub mod critpath;
+pub mod critpath_metrics;
 mod error;
 mod guard;
 mod processor;
@@ -61,6 +62,7 @@ pub mod sampling;
 
 pub use config::{ExporterKind, OtlpProtocol, SamplerConfig, TailSamplingEnv, TelemetryConfig};
 pub use console::{ConsoleExporter, span_to_json};
+pub use critpath_metrics::{CriticalPathConfig, CriticalPathProcessor};
 pub use error::TelemetryError;
 pub use guard::{DEFAULT_SERVICE_NAME, DEFAULT_SHUTDOWN_TIMEOUT, TelemetryBuilder, TelemetryGuard};
 pub use processor::{BatchConfig, BoundedBatchProcessor, ExportStats, ProcessorStats};

@@ -17,7 +17,7 @@
 //! [`ShouldSample`]: opentelemetry_sdk::trace::ShouldSample
 //! [`SpanProcessor`]: opentelemetry_sdk::trace::SpanProcessor
 
-mod buffer;
+pub(crate) mod buffer;
 mod head;
 mod rules;
 mod tail;

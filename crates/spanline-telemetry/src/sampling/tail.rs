@@ -23,7 +23,11 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 use spanline_core::semconv::{sampling as names, spanline};
+use spanline_critpath::TraceReport;
 
+use crate::critpath_metrics::{
+    CriticalPathConfig, CriticalPathMetrics, CriticalPathStatsHandle, analyze_spans, record_trace,
+};
 use crate::error::TelemetryError;
 use crate::sampling::buffer::{Entry, TraceBuffer, Trigger};
 use crate::sampling::head::baseline_ratio_keeps;
@@ -33,6 +37,7 @@ use crate::sampling::rules::Condition;
 const GRACE: Duration = Duration::from_millis(500);
 
 type TracePredicate = dyn Fn(&[SpanData]) -> bool + Send + Sync;
+type ReportPredicate = dyn Fn(&TraceReport) -> bool + Send + Sync;
 
 /// A tail rule: keeps a trace when it matches.
 #[derive(Clone)]
@@ -44,6 +49,9 @@ pub struct TailRule {
 enum RuleKind {
     AnySpan(Condition),
     Custom(Arc<TracePredicate>),
+    Share(String, f64),
+    Queue(Duration),
+    CriticalPath(Arc<ReportPredicate>),
 }
 
 impl fmt::Debug for TailRule {
@@ -51,6 +59,9 @@ impl fmt::Debug for TailRule {
         match &self.kind {
             RuleKind::AnySpan(c) => f.debug_tuple("TailRule::any_span").field(c).finish(),
             RuleKind::Custom(_) => f.write_str("TailRule::custom(..)"),
+            RuleKind::Share(k, x) => write!(f, "TailRule::critical_path_share({k:?}, {x})"),
+            RuleKind::Queue(t) => write!(f, "TailRule::critical_path_queue({t:?})"),
+            RuleKind::CriticalPath(_) => f.write_str("TailRule::critical_path(..)"),
         }
     }
 }
@@ -73,10 +84,65 @@ impl TailRule {
         }
     }
 
+    /// Keep the trace when `key` (a stage name, a hop or queue span name,
+    /// as the critical-path analyser reports it; all types summed) has at
+    /// least `min_share` (in `[0, 1]`) of the trace's critical path.
+    /// Reason `critical_path`.
+    pub fn critical_path_share(key: impl Into<String>, min_share: f64) -> Self {
+        TailRule {
+            kind: RuleKind::Share(key.into(), min_share),
+        }
+    }
+
+    /// Keep the trace when the time its critical path spent in queue waits
+    /// (Kafka and other brokers) is at least `min`. Reason `critical_path`.
+    pub fn critical_path_queue(min: Duration) -> Self {
+        TailRule {
+            kind: RuleKind::Queue(min),
+        }
+    }
+
+    /// Keep the trace when `predicate` holds on its critical-path report
+    /// (analysed once per trace, on the buffered spans). Reason
+    /// `critical_path`. Runs on the sampler's worker thread.
+    pub fn critical_path(predicate: impl Fn(&TraceReport) -> bool + Send + Sync + 'static) -> Self {
+        TailRule {
+            kind: RuleKind::CriticalPath(Arc::new(predicate)),
+        }
+    }
+
+    /// Whether the rule reads the critical-path report.
+    pub fn is_critical_path(&self) -> bool {
+        matches!(
+            self.kind,
+            RuleKind::Share(..) | RuleKind::Queue(_) | RuleKind::CriticalPath(_)
+        )
+    }
+
     fn matches(&self, spans: &[SpanData]) -> bool {
         match &self.kind {
             RuleKind::AnySpan(c) => spans.iter().any(|s| c.matches(&s.attributes)),
             RuleKind::Custom(p) => p(spans),
+            _ => false,
+        }
+    }
+
+    fn matches_report(&self, report: &TraceReport) -> bool {
+        match &self.kind {
+            RuleKind::Share(key, min) => {
+                let share: f64 = report
+                    .contributions
+                    .iter()
+                    .filter(|c| &*c.key == key.as_str())
+                    .map(|c| c.share)
+                    .sum();
+                report.duration_ns > 0 && share >= *min
+            }
+            RuleKind::Queue(min) => {
+                report.queue_ns() > 0 && Duration::from_nanos(report.queue_ns()) >= *min
+            }
+            RuleKind::CriticalPath(p) => p(report),
+            _ => false,
         }
     }
 }
@@ -114,6 +180,11 @@ pub struct TailConfig {
     pub rules: Vec<TailRule>,
     /// Fraction of the remaining traces kept, by trace id (default 0.0).
     pub baseline_ratio: f64,
+    /// Record online critical-path metrics for every trace whose local root
+    /// ended, from the sampler's own buffer (default none; see
+    /// [`crate::critpath_metrics`]). Only the metrics settings of the
+    /// configuration apply; the buffer bounds are the sampler's.
+    pub critical_path: Option<CriticalPathConfig>,
 }
 
 impl Default for TailConfig {
@@ -130,6 +201,7 @@ impl Default for TailConfig {
             honor_force: true,
             rules: Vec::new(),
             baseline_ratio: 0.0,
+            critical_path: None,
         }
     }
 }
@@ -208,7 +280,15 @@ impl TailConfig {
         self
     }
 
-    /// Check the bounds (all non-zero) and the ratio (in `[0, 1]`).
+    /// Record online critical-path metrics (see
+    /// [`TailConfig::critical_path`]).
+    pub fn critical_path_metrics(mut self, config: CriticalPathConfig) -> Self {
+        self.critical_path = Some(config);
+        self
+    }
+
+    /// Check the bounds (all non-zero), the ratio and the critical-path
+    /// shares (in `[0, 1]`).
     pub fn validate(&self) -> Result<(), TelemetryError> {
         let bad = |what: &str| Err(TelemetryError::InvalidConfig(format!("TailConfig: {what}")));
         if self.max_traces == 0 {
@@ -223,6 +303,18 @@ impl TailConfig {
         if !(0.0..=1.0).contains(&self.baseline_ratio) {
             return bad("baseline_ratio must be in [0, 1]");
         }
+        for r in &self.rules {
+            if let RuleKind::Share(key, x) = &r.kind
+                && !(0.0..=1.0).contains(x)
+            {
+                return bad(&format!(
+                    "critical_path_share({key:?}) must be in [0, 1], got {x}"
+                ));
+            }
+        }
+        if let Some(c) = &self.critical_path {
+            c.validate()?;
+        }
         Ok(())
     }
 }
@@ -231,7 +323,7 @@ impl TailConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TailDecision {
     /// Kept, for the first reason that applied (`force`, `error`,
-    /// `latency`, `stage_latency`, `rule`, `baseline`).
+    /// `latency`, `stage_latency`, `rule`, `critical_path`, `baseline`).
     Keep(&'static str),
     /// Dropped (no reason to keep, baseline not selected).
     Drop,
@@ -349,12 +441,13 @@ struct Metrics {
     traces_evicted_shutdown: Counter,
 }
 
-const KEEP_REASONS: [&str; 6] = [
+const KEEP_REASONS: [&str; 7] = [
     names::REASON_FORCE,
     names::REASON_ERROR,
     names::REASON_LATENCY,
     names::REASON_STAGE_LATENCY,
     names::REASON_RULE,
+    names::REASON_CRITICAL_PATH,
     names::REASON_BASELINE,
 ];
 
@@ -435,6 +528,8 @@ pub struct TailEngine {
     decided: HashMap<TraceId, bool>,
     decided_order: VecDeque<TraceId>,
     shared: Arc<Shared>,
+    critical_path: Option<CriticalPathMetrics>,
+    has_critical_path_rules: bool,
 }
 
 impl fmt::Debug for TailEngine {
@@ -456,7 +551,11 @@ impl TailEngine {
     fn with_shared(config: TailConfig, shared: Arc<Shared>) -> Result<Self, TelemetryError> {
         config.validate()?;
         let stages = config.stage_thresholds.iter().cloned().collect();
+        let critical_path = config.critical_path.as_ref().map(CriticalPathMetrics::new);
+        let has_critical_path_rules = config.rules.iter().any(TailRule::is_critical_path);
         Ok(TailEngine {
+            critical_path,
+            has_critical_path_rules,
             stages,
             buffer: TraceBuffer::new(
                 config.max_traces,
@@ -478,6 +577,14 @@ impl TailEngine {
     /// A handle on the counters.
     pub fn stats_handle(&self) -> TailStatsHandle {
         TailStatsHandle(self.shared.clone())
+    }
+
+    /// The online critical-path counters, when
+    /// [`TailConfig::critical_path`] is set.
+    pub fn critical_path_stats(&self) -> Option<CriticalPathStatsHandle> {
+        self.critical_path
+            .as_ref()
+            .map(CriticalPathMetrics::stats_handle)
     }
 
     /// The remembered decision for `trace_id`, if any.
@@ -529,6 +636,9 @@ impl TailEngine {
         if inserted.over_limit {
             a.spans_dropped_span_limit.fetch_add(1, Ordering::Relaxed);
             m.spans_dropped_span_limit.increment(1);
+            if let Some(cp) = &self.critical_path {
+                cp.span_over_limit();
+            }
         }
         if inserted.is_root
             && let Some(e) = self.buffer.take(trace_id)
@@ -560,7 +670,12 @@ impl TailEngine {
         self.update_levels();
     }
 
-    fn judge(&self, trace_id: TraceId, p: &Entry<Summary>) -> TailDecision {
+    fn judge(
+        &self,
+        trace_id: TraceId,
+        p: &Entry<Summary>,
+        report: &mut Option<Option<TraceReport>>,
+    ) -> TailDecision {
         let c = &self.config;
         if p.summary.force {
             return TailDecision::Keep(names::REASON_FORCE);
@@ -582,6 +697,12 @@ impl TailEngine {
         if c.rules.iter().any(|r| r.matches(&p.spans)) {
             return TailDecision::Keep(names::REASON_RULE);
         }
+        if self.has_critical_path_rules
+            && let Some(r) = report.get_or_insert_with(|| analyze_spans(&p.spans))
+            && c.rules.iter().any(|rule| rule.matches_report(r))
+        {
+            return TailDecision::Keep(names::REASON_CRITICAL_PATH);
+        }
         if baseline_ratio_keeps(trace_id, c.baseline_ratio) {
             return TailDecision::Keep(names::REASON_BASELINE);
         }
@@ -596,7 +717,15 @@ impl TailEngine {
         trigger: Trigger,
         out: &mut dyn FnMut(SpanData),
     ) {
-        let decision = self.judge(trace_id, &p);
+        let mut report = None;
+        let decision = self.judge(trace_id, &p, &mut report);
+        if let Some(cp) = &mut self.critical_path {
+            if trigger == Trigger::Root {
+                record_trace(cp, &p.spans, report.as_ref().map(Option::as_ref));
+            } else {
+                cp.skipped(trigger);
+            }
+        }
         let shared = self.shared.clone();
         let (a, m) = (&shared.atomics, &shared.metrics);
         match trigger {
@@ -726,6 +855,7 @@ pub struct TailSamplingProcessor {
     is_shutdown: AtomicBool,
     worker: Mutex<Option<JoinHandle<()>>>,
     config: TailConfig,
+    critical_path: Option<CriticalPathStatsHandle>,
 }
 
 impl fmt::Debug for TailSamplingProcessor {
@@ -747,6 +877,7 @@ impl TailSamplingProcessor {
     ) -> Result<Self, TelemetryError> {
         let shared = Shared::new();
         let engine = TailEngine::with_shared(config.clone(), shared.clone())?;
+        let critical_path = engine.critical_path_stats();
         let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
         let tick =
             (config.decision_wait / 8).clamp(Duration::from_millis(1), Duration::from_millis(100));
@@ -763,6 +894,7 @@ impl TailSamplingProcessor {
             is_shutdown: AtomicBool::new(false),
             worker: Mutex::new(Some(worker)),
             config,
+            critical_path,
         })
     }
 
@@ -770,6 +902,12 @@ impl TailSamplingProcessor {
     /// provider.
     pub fn stats(&self) -> TailStatsHandle {
         TailStatsHandle(self.shared.clone())
+    }
+
+    /// The online critical-path counters, when
+    /// [`TailConfig::critical_path`] is set.
+    pub fn critical_path_stats(&self) -> Option<CriticalPathStatsHandle> {
+        self.critical_path.clone()
     }
 
     /// The configuration.
