@@ -117,8 +117,10 @@ fn bench(c: &mut Criterion) {
     let trace = recorded_trace();
     eprintln!("trace: {} spans", trace.len());
     let traces = copies(&trace);
-    let converted: Vec<spanline_critpath::Span> =
-        trace.iter().map(spanline_telemetry::critpath::convert).collect();
+    let converted: Vec<spanline_critpath::Span> = trace
+        .iter()
+        .map(spanline_telemetry::critpath::convert)
+        .collect();
     let mut g = c.benchmark_group("critical_path_per_trace");
     g.measurement_time(Duration::from_secs(3));
     g.warm_up_time(Duration::from_secs(1));

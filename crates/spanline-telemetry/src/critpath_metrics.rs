@@ -336,7 +336,7 @@ fn pipeline_of(spans: &[SpanData]) -> Option<&str> {
     }
     spans
         .iter()
-        .find(|s| crate::sampling::buffer::is_local_root(s))
+        .find(|s| crate::sampling::buffer::completes_trace(s))
         .and_then(name)
         .or_else(|| spans.iter().find_map(name))
 }
@@ -416,17 +416,31 @@ impl CriticalPathMetrics {
         self.shared.counters.dropped_span_limit.increment(1);
     }
 
-    /// Record one analysed trace of `pipeline`.
+    /// Record one analysed trace of `pipeline`: per series, the sum of its
+    /// contributions to the primary critical path and to the paths of
+    /// detached trees.
     pub(crate) fn record(&mut self, report: &TraceReport, pipeline: Option<&str>) {
         let pipeline = pipeline.unwrap_or(metric::CRITICAL_PATH_PIPELINE_OTHER);
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        for c in &report.contributions {
-            let series = self.handle(pipeline, &c.key, c.segment_type);
-            // Keys folded into one `_other` series give one sample per trace.
+        // The primary tree's contributions, then the segments of detached
+        // trees (other local roots, e.g. a queue wait whose sibling
+        // `process` span is the primary root): one sample per series.
+        let detached = report
+            .detached
+            .iter()
+            .flat_map(|d| &d.segments)
+            .map(|s| (&s.key, s.segment_type, s.duration_ns));
+        let parts = report
+            .contributions
+            .iter()
+            .map(|c| (&c.key, c.segment_type, c.duration_ns))
+            .chain(detached);
+        for (key, t, ns) in parts {
+            let series = self.handle(pipeline, key, t);
             match scratch.iter_mut().find(|(s, _)| s.id == series.id) {
-                Some(entry) => entry.1 = entry.1.saturating_add(c.duration_ns),
-                None => scratch.push((series, c.duration_ns)),
+                Some(entry) => entry.1 = entry.1.saturating_add(ns),
+                None => scratch.push((series, ns)),
             }
         }
         let a = &self.shared.atomics;

@@ -269,3 +269,80 @@ fn distinct_keys_beyond_the_cap_fold_into_other() {
     assert_eq!(s.samples_other, 48);
     assert_eq!(s.samples, 100);
 }
+
+/// Both ends of a Kafka hop in one process: the worker's part (a queue
+/// wait and a `process` span, both with the message's remote parent) ends
+/// first, then the caller's. The queue wait does not complete the worker's
+/// part, and with tail sampling the caller's later part is still analysed
+/// without being decided twice.
+#[test]
+fn each_local_part_of_a_trace_is_analysed_once_with_tail_sampling() {
+    use opentelemetry::KeyValue;
+    use spanline_core::semconv::messaging;
+    let debug = Arc::new(DebuggingRecorder::new());
+    let mut engine = metrics::with_local_recorder(&*debug, || {
+        spanline_telemetry::sampling::TailEngine::new(
+            TailConfig::new()
+                .critical_path_metrics(CriticalPathConfig::new().metrics_recorder(debug.clone())),
+        )
+    })
+    .expect("engine");
+    let now = Instant::now();
+    let remote = |mut s: opentelemetry_sdk::trace::SpanData| {
+        s.parent_span_is_remote = true;
+        s
+    };
+    let mut queue = remote(cp_support::child(7, 20, 5, "spanline.queue requests"));
+    queue.attributes = vec![KeyValue::new(
+        spanline::SEGMENT_TYPE,
+        messaging::segment::QUEUE,
+    )];
+    let mut stage = cp_support::child(7, 22, 21, "lookup");
+    stage.attributes = vec![
+        KeyValue::new(spanline::STAGE_NAME, "lookup"),
+        KeyValue::new(spanline::PIPELINE_NAME, "worker"),
+    ];
+    let process = remote(cp_support::child(7, 21, 5, "process requests"));
+    let mut kept = 0;
+    engine.ingest(queue, now, &mut |_| kept += 1);
+    assert_eq!(
+        engine.stats().traces_kept + engine.stats().traces_dropped,
+        0
+    );
+    engine.ingest(stage, now, &mut |_| kept += 1);
+    engine.ingest(process, now, &mut |_| kept += 1);
+    let cp = engine.critical_path_stats().expect("on");
+    assert_eq!(
+        engine.stats().traces_dropped,
+        1,
+        "decided at the process span"
+    );
+    assert_eq!(cp.snapshot().traces_analyzed, 1);
+    // The caller's part: its hop child, then its root.
+    engine.ingest(
+        cp_support::child(7, 5, 1, "remote-lookup"),
+        now,
+        &mut |_| kept += 1,
+    );
+    engine.ingest(cp_support::root(7, 1, PIPELINE), now, &mut |_| kept += 1);
+    let s = engine.stats();
+    assert_eq!((s.traces_seen, s.traces_dropped, s.traces_kept), (1, 1, 0));
+    assert_eq!(s.spans_dropped_late, 2);
+    assert_eq!(kept, 0);
+    assert_eq!(cp.snapshot().traces_analyzed, 2);
+    assert_eq!(s.buffered_traces, 0);
+    let pipelines: std::collections::BTreeSet<String> = debug
+        .snapshotter()
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(k, _, _, _)| k.key().name() == metric::CRITICAL_PATH_DURATION)
+        .filter_map(|(k, _, _, _)| {
+            k.key()
+                .labels()
+                .find(|l| l.key() == metric::LABEL_PIPELINE)
+                .map(|l| l.value().to_owned())
+        })
+        .collect();
+    assert_eq!(pipelines, ["cp".to_owned(), "worker".to_owned()].into());
+}

@@ -13,6 +13,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::Value;
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::SpanData;
+use spanline_core::semconv::{messaging, spanline};
 
 /// Why a trace leaves the buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +38,7 @@ pub(crate) struct Entry<S> {
     bytes: usize,
     /// The owner's per-trace summary.
     pub(crate) summary: S,
-    /// Duration of the local root, once it ended.
+    /// Duration of the completing local root, once it ended.
     pub(crate) root_duration: Option<Duration>,
     /// Earliest start seen.
     pub(crate) min_start: SystemTime,
@@ -51,7 +52,8 @@ pub(crate) struct Inserted {
     pub(crate) new_trace: bool,
     /// The span was refused: its trace holds the per-trace maximum.
     pub(crate) over_limit: bool,
-    /// The span is its trace's local root: the trace is complete.
+    /// The span completes its trace ([`completes_trace`]): the caller takes
+    /// the trace.
     pub(crate) is_root: bool,
 }
 
@@ -84,6 +86,19 @@ pub(crate) struct Levels {
 /// Whether `span` is a local root: no parent, or a parent in another process.
 pub(crate) fn is_local_root(span: &SpanData) -> bool {
     span.parent_span_id == SpanId::INVALID || span.parent_span_is_remote
+}
+
+/// Whether `span` completes its local trace: a local root that is not a
+/// broker queue wait. A consumer's queue-wait span has the message's remote
+/// context as parent but ends before the `process` span beside it, which
+/// is the local part's real root (`docs/span-structure.md`, Hops and
+/// queues).
+pub(crate) fn completes_trace(span: &SpanData) -> bool {
+    is_local_root(span)
+        && !span.attributes.iter().any(|kv| {
+            kv.key.as_str() == spanline::SEGMENT_TYPE
+                && matches!(&kv.value, Value::String(v) if v.as_str() == messaging::segment::QUEUE)
+        })
 }
 
 impl<S: Default> TraceBuffer<S> {
@@ -149,7 +164,7 @@ impl<S: Default> TraceBuffer<S> {
             self.order.push_back((trace_id, seq));
             self.compact_order();
         }
-        let is_root = is_local_root(&span);
+        let is_root = completes_trace(&span);
         let limit = self.max_spans_per_trace;
         let mut over_limit = false;
         if let Some(e) = self.pending.get_mut(&trace_id) {

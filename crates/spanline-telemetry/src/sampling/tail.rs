@@ -514,6 +514,10 @@ struct Summary {
     error: bool,
     force: bool,
     slow_stage: bool,
+    /// A later local part of an already decided trace, buffered only for
+    /// the critical-path analysis (its spans already followed the
+    /// decision).
+    late: bool,
 }
 
 /// The tail sampler's decision engine, without threads: feed it spans and
@@ -601,17 +605,29 @@ impl TailEngine {
         a.spans_seen.fetch_add(1, Ordering::Relaxed);
         m.spans_seen.increment(1);
         let trace_id = span.span_context.trace_id();
+        let mut late = false;
         if let Some(&keep) = self.decided.get(&trace_id) {
+            // With critical-path metrics on, a later local part (the caller
+            // side when both ends of a hop run here) is still buffered and
+            // analysed when its own root ends.
+            let analyse = self.critical_path.is_some();
             if keep {
                 a.spans_kept.fetch_add(1, Ordering::Relaxed);
                 m.spans_kept.increment(1);
-                out(span);
+                if !analyse {
+                    out(span);
+                    return;
+                }
+                out(span.clone());
             } else {
                 a.spans_dropped_decision.fetch_add(1, Ordering::Relaxed);
                 a.spans_dropped_late.fetch_add(1, Ordering::Relaxed);
                 m.spans_dropped_late.increment(1);
+                if !analyse {
+                    return;
+                }
             }
-            return;
+            late = true;
         }
         let honor_force = self.config.honor_force;
         let stages = &self.stages;
@@ -620,6 +636,7 @@ impl TailEngine {
             span,
             now,
             |s, span| {
+                s.late |= late;
                 s.error |= matches!(span.status, Status::Error { .. });
                 s.force |= honor_force && is_forced(&span.attributes);
                 s.slow_stage |= !stages.is_empty() && stage_is_slow(stages, span);
@@ -629,7 +646,7 @@ impl TailEngine {
         for (id, e, trigger) in evicted {
             self.settle(id, e, trigger, out);
         }
-        if inserted.new_trace {
+        if inserted.new_trace && !late {
             a.traces_seen.fetch_add(1, Ordering::Relaxed);
             m.traces_seen.increment(1);
         }
@@ -717,6 +734,15 @@ impl TailEngine {
         trigger: Trigger,
         out: &mut dyn FnMut(SpanData),
     ) {
+        if p.summary.late {
+            if let Some(cp) = &mut self.critical_path {
+                match trigger {
+                    Trigger::Root => record_trace(cp, &p.spans, None),
+                    _ => cp.skipped(trigger),
+                }
+            }
+            return;
+        }
         let mut report = None;
         let decision = self.judge(trace_id, &p, &mut report);
         if let Some(cp) = &mut self.critical_path {
