@@ -1,7 +1,8 @@
 //! Cost per trace of the online critical-path metrics, beside its
 //! baselines in the same group:
 //!
-//! - `clone_only`: cloning the trace's spans (every row pays it);
+//! - `clone_only`: cloning the trace's spans under a new trace id (every
+//!   row but `analyze_trace` pays it);
 //! - `analyze_trace`: the bare analysis of already converted spans;
 //! - `convert_and_analyze`: SDK spans converted (`critpath::convert`) and
 //!   analysed, no buffering, no metrics;
@@ -34,7 +35,6 @@ use spanline_telemetry::critpath_metrics::{
 use spanline_telemetry::prometheus::build_prometheus_recorder;
 use spanline_telemetry::sampling::{TailConfig, TailEngine};
 
-const COPIES: usize = 4_096;
 const CHUNK: u64 = 256;
 
 fn stage(name: &'static str) -> impl spanline_core::Stage<Input = u8, Output = u8> {
@@ -84,26 +84,22 @@ fn recorded_trace() -> Vec<SpanData> {
     recorder.spans()
 }
 
-/// `COPIES` copies of the trace, each with its own trace id.
-fn copies(trace: &[SpanData]) -> Vec<Vec<SpanData>> {
-    (0..COPIES as u128)
-        .map(|i| {
-            let id = TraceId::from((i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
-            trace
-                .iter()
-                .map(|s| {
-                    let mut s = s.clone();
-                    let cx = &s.span_context;
-                    s.span_context = SpanContext::new(
-                        id,
-                        cx.span_id(),
-                        cx.trace_flags(),
-                        false,
-                        cx.trace_state().clone(),
-                    );
-                    s
-                })
-                .collect()
+/// The trace under a new trace id (`n`-th), as every row receives it.
+fn fresh(trace: &[SpanData], n: u64) -> Vec<SpanData> {
+    let id = TraceId::from(u128::from(n + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
+    trace
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            let cx = &s.span_context;
+            s.span_context = SpanContext::new(
+                id,
+                cx.span_id(),
+                cx.trace_flags(),
+                false,
+                cx.trace_state().clone(),
+            );
+            s
         })
         .collect()
 }
@@ -116,7 +112,6 @@ fn metrics_config() -> CriticalPathConfig {
 fn bench(c: &mut Criterion) {
     let trace = recorded_trace();
     eprintln!("trace: {} spans", trace.len());
-    let traces = copies(&trace);
     let converted: Vec<spanline_critpath::Span> = trace
         .iter()
         .map(spanline_telemetry::critpath::convert)
@@ -124,28 +119,27 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("critical_path_per_trace");
     g.measurement_time(Duration::from_secs(3));
     g.warm_up_time(Duration::from_secs(1));
-    let pick = |i: &mut usize| {
-        *i = (*i + 1) % COPIES;
-        *i
+    // Every iteration is a new trace: a trace id never seen before.
+    let mut n = 0u64;
+    let mut next = || {
+        n += 1;
+        fresh(&trace, n)
     };
     g.bench_function("clone_only", |b| {
-        let mut i = 0;
-        b.iter(|| black_box(traces[pick(&mut i)].clone()))
+        b.iter(|| black_box(next()))
     });
     g.bench_function("analyze_trace", |b| {
         let refs: Vec<&spanline_critpath::Span> = converted.iter().collect();
         b.iter(|| black_box(spanline_critpath::analyze_trace(&refs)))
     });
     g.bench_function("convert_and_analyze", |b| {
-        let mut i = 0;
-        b.iter(|| black_box(analyze_spans(&traces[pick(&mut i)].clone())))
+        b.iter(|| black_box(analyze_spans(&next())))
     });
     let now = Instant::now();
     let mut plain = TailEngine::new(TailConfig::new()).expect("valid");
     g.bench_function("tail_engine", |b| {
-        let mut i = 0;
         b.iter(|| {
-            for s in traces[pick(&mut i)].clone() {
+            for s in next() {
                 plain.ingest(s, now, &mut |s| {
                     black_box(s);
                 });
@@ -155,9 +149,8 @@ fn bench(c: &mut Criterion) {
     let mut with_metrics =
         TailEngine::new(TailConfig::new().critical_path_metrics(metrics_config())).expect("valid");
     g.bench_function("tail_engine_with_metrics", |b| {
-        let mut i = 0;
         b.iter(|| {
-            for s in traces[pick(&mut i)].clone() {
+            for s in next() {
                 with_metrics.ingest(s, now, &mut |s| {
                     black_box(s);
                 });
@@ -166,9 +159,8 @@ fn bench(c: &mut Criterion) {
     });
     let mut engine = CriticalPathEngine::new(metrics_config()).expect("valid");
     g.bench_function("cp_engine", |b| {
-        let mut i = 0;
         b.iter(|| {
-            for s in traces[pick(&mut i)].clone() {
+            for s in next() {
                 engine.ingest(s, now);
             }
         })
@@ -180,11 +172,10 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let start = Instant::now();
             let mut done = 0;
-            let mut i = 0;
             while done < iters {
                 let n = (iters - done).min(CHUNK);
                 for _ in 0..n {
-                    for s in traces[pick(&mut i)].clone() {
+                    for s in next() {
                         processor.on_end(s);
                     }
                 }
