@@ -4,8 +4,11 @@
 //! - `clone_only`: cloning the trace's spans under a new trace id (every
 //!   row but `analyze_trace` pays it);
 //! - `analyze_trace`: the bare analysis of already converted spans;
-//! - `convert_and_analyze`: SDK spans converted (`critpath::convert`) and
-//!   analysed, no buffering, no metrics;
+//! - `convert_full_and_analyze`: SDK spans converted with every attribute
+//!   and link (`critpath::convert`) and analysed;
+//! - `convert_and_analyze`: the same with the lean conversion the online
+//!   analysis uses (`critpath::convert_for_analysis`), no buffering, no
+//!   metrics;
 //! - `tail_engine`: the tail sampler's engine without the metrics (buffer,
 //!   decide, drop);
 //! - `tail_engine_with_metrics`: the same engine analysing and recording;
@@ -86,7 +89,8 @@ fn recorded_trace() -> Vec<SpanData> {
 
 /// The trace under a new trace id (`n`-th), as every row receives it.
 fn fresh(trace: &[SpanData], n: u64) -> Vec<SpanData> {
-    let id = TraceId::from(u128::from(n + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
+    let id =
+        TraceId::from(u128::from(n + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
     trace
         .iter()
         .map(|s| {
@@ -125,12 +129,20 @@ fn bench(c: &mut Criterion) {
         n += 1;
         fresh(&trace, n)
     };
-    g.bench_function("clone_only", |b| {
-        b.iter(|| black_box(next()))
-    });
+    g.bench_function("clone_only", |b| b.iter(|| black_box(next())));
     g.bench_function("analyze_trace", |b| {
         let refs: Vec<&spanline_critpath::Span> = converted.iter().collect();
         b.iter(|| black_box(spanline_critpath::analyze_trace(&refs)))
+    });
+    g.bench_function("convert_full_and_analyze", |b| {
+        b.iter(|| {
+            let spans: Vec<spanline_critpath::Span> = next()
+                .iter()
+                .map(spanline_telemetry::critpath::convert)
+                .collect();
+            let refs: Vec<&spanline_critpath::Span> = spans.iter().collect();
+            black_box(spanline_critpath::analyze_trace(&refs))
+        })
     });
     g.bench_function("convert_and_analyze", |b| {
         b.iter(|| black_box(analyze_spans(&next())))

@@ -315,10 +315,12 @@ fn with_recorder<T>(recorder: &Option<SharedRecorder>, f: impl FnOnce() -> T) ->
 }
 
 /// Analyse the spans of one local trace (SDK spans converted by
-/// [`crate::critpath::convert`]); `None` when there are none.
+/// [`crate::critpath::convert_for_analysis`]); `None` when there are none.
 pub fn analyze_spans(spans: &[SpanData]) -> Option<TraceReport> {
-    let converted: Vec<spanline_critpath::Span> =
-        spans.iter().map(crate::critpath::convert).collect();
+    let converted: Vec<spanline_critpath::Span> = spans
+        .iter()
+        .map(crate::critpath::convert_for_analysis)
+        .collect();
     let refs: Vec<&spanline_critpath::Span> = converted.iter().collect();
     spanline_critpath::analyze_trace(&refs)
 }

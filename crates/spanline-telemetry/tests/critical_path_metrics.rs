@@ -346,3 +346,60 @@ fn each_local_part_of_a_trace_is_analysed_once_with_tail_sampling() {
         .collect();
     assert_eq!(pipelines, ["cp".to_owned(), "worker".to_owned()].into());
 }
+
+/// The lean conversion the online analysis uses gives the same report as
+/// the full one, for a sequential pipeline with a queue wait and for a
+/// parallel group.
+#[test]
+fn lean_conversion_gives_the_same_reports() {
+    use spanline_core::{
+        Pipeline, RequestContext, StageDescriptor, StageError, StageKind, stage_fn,
+    };
+    let recorder = SpanRecorder::new(10_000);
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(recorder.clone())
+        .build();
+    let telemetry = Telemetry::from_provider(&provider);
+    run_pipeline(&provider, telemetry.clone(), None, 2);
+    let step = |name: &'static str, ms: u64| {
+        stage_fn(
+            StageDescriptor::new(name, StageKind::Custom),
+            move |x: u8, _ctx: RequestContext| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<u8, StageError>(x)
+            },
+        )
+    };
+    let parallel = Pipeline::builder("par")
+        .telemetry(telemetry)
+        .then(step("a", 1))
+        .parallel((step("b", 3), step("c", 1)))
+        .then(stage_fn(
+            StageDescriptor::new("join", StageKind::Custom),
+            |(x, _y): (u8, u8), _ctx: RequestContext| async move { Ok::<u8, StageError>(x) },
+        ))
+        .build();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(parallel.run(1, &RequestContext::new()))
+        .expect("run");
+    let spans = recorder.spans();
+    let mut by_trace: HashMap<opentelemetry::trace::TraceId, Vec<_>> = HashMap::new();
+    for s in spans {
+        by_trace
+            .entry(s.span_context.trace_id())
+            .or_default()
+            .push(s);
+    }
+    assert_eq!(by_trace.len(), 3);
+    for spans in by_trace.values() {
+        let full: Vec<_> = spans.iter().map(critpath::convert).collect();
+        let refs: Vec<_> = full.iter().collect();
+        let want = spanline_critpath::analyze_trace(&refs).expect("report");
+        let got = spanline_telemetry::critpath_metrics::analyze_spans(spans).expect("report");
+        assert!(want.structured);
+        assert_eq!(got, want);
+    }
+}
