@@ -403,3 +403,25 @@ fn lean_conversion_gives_the_same_reports() {
         assert_eq!(got, want);
     }
 }
+
+/// A background child ending after its root (a true root, no parent) is
+/// late for the tail sampler and not buffered again for the analysis.
+#[test]
+fn background_children_after_a_true_root_are_not_buffered_again() {
+    let debug = Arc::new(DebuggingRecorder::new());
+    let mut engine = spanline_telemetry::sampling::TailEngine::new(
+        TailConfig::new().critical_path_metrics(CriticalPathConfig::new().metrics_recorder(debug)),
+    )
+    .expect("engine");
+    let now = Instant::now();
+    let mut sink = |_s: opentelemetry_sdk::trace::SpanData| {};
+    engine.ingest(cp_support::root(9, 1, PIPELINE), now, &mut sink);
+    engine.ingest(cp_support::child(9, 2, 1, "background"), now, &mut sink);
+    let s = engine.stats();
+    assert_eq!(
+        (s.traces_seen, s.spans_dropped_late, s.buffered_traces),
+        (1, 1, 0)
+    );
+    let cp = engine.critical_path_stats().expect("on").snapshot();
+    assert_eq!((cp.traces_analyzed, cp.traces_skipped), (1, 0));
+}

@@ -29,7 +29,7 @@ use crate::critpath_metrics::{
     CriticalPathConfig, CriticalPathMetrics, CriticalPathStatsHandle, analyze_spans, record_trace,
 };
 use crate::error::TelemetryError;
-use crate::sampling::buffer::{Entry, TraceBuffer, Trigger};
+use crate::sampling::buffer::{Entry, TraceBuffer, Trigger, completes_trace};
 use crate::sampling::head::baseline_ratio_keeps;
 use crate::sampling::rules::Condition;
 
@@ -518,6 +518,9 @@ struct Summary {
     /// the critical-path analysis (its spans already followed the
     /// decision).
     late: bool,
+    /// The span that completed the trace had a remote parent: another
+    /// local part of the trace (the caller of a hop served here) may follow.
+    remote_root: bool,
 }
 
 /// The tail sampler's decision engine, without threads: feed it spans and
@@ -529,7 +532,8 @@ pub struct TailEngine {
     config: TailConfig,
     stages: HashMap<String, Duration>,
     buffer: TraceBuffer<Summary>,
-    decided: HashMap<TraceId, bool>,
+    /// Per decided trace: kept, and whether another local part may follow.
+    decided: HashMap<TraceId, (bool, bool)>,
     decided_order: VecDeque<TraceId>,
     shared: Arc<Shared>,
     critical_path: Option<CriticalPathMetrics>,
@@ -593,7 +597,7 @@ impl TailEngine {
 
     /// The remembered decision for `trace_id`, if any.
     pub fn decision_for(&self, trace_id: TraceId) -> Option<bool> {
-        self.decided.get(&trace_id).copied()
+        self.decided.get(&trace_id).map(|&(keep, _)| keep)
     }
 
     /// Take one ended span at time `now`. Kept spans (of this trace, when
@@ -606,11 +610,13 @@ impl TailEngine {
         m.spans_seen.increment(1);
         let trace_id = span.span_context.trace_id();
         let mut late = false;
-        if let Some(&keep) = self.decided.get(&trace_id) {
+        if let Some(&(keep, more_parts)) = self.decided.get(&trace_id) {
             // With critical-path metrics on, a later local part (the caller
             // side when both ends of a hop run here) is still buffered and
-            // analysed when its own root ends.
-            let analyse = self.critical_path.is_some();
+            // analysed when its own root ends. After a decision by a root
+            // without a parent, late spans are background children: no
+            // other part follows.
+            let analyse = more_parts && self.critical_path.is_some();
             if keep {
                 a.spans_kept.fetch_add(1, Ordering::Relaxed);
                 m.spans_kept.increment(1);
@@ -637,6 +643,7 @@ impl TailEngine {
             now,
             |s, span| {
                 s.late |= late;
+                s.remote_root |= span.parent_span_is_remote && completes_trace(span);
                 s.error |= matches!(span.status, Status::Error { .. });
                 s.force |= honor_force && is_forced(&span.attributes);
                 s.slow_stage |= !stages.is_empty() && stage_is_slow(stages, span);
@@ -783,10 +790,11 @@ impl TailEngine {
                 m.spans_dropped_decision.increment(n);
             }
         }
-        self.remember(trace_id, decision.is_keep());
+        let more_parts = trigger == Trigger::Root && p.summary.remote_root;
+        self.remember(trace_id, decision.is_keep(), more_parts);
     }
 
-    fn remember(&mut self, trace_id: TraceId, keep: bool) {
+    fn remember(&mut self, trace_id: TraceId, keep: bool, more_parts: bool) {
         if self.config.decision_cache == 0 {
             return;
         }
@@ -798,7 +806,7 @@ impl TailEngine {
                 None => break,
             }
         }
-        if self.decided.insert(trace_id, keep).is_none() {
+        if self.decided.insert(trace_id, (keep, more_parts)).is_none() {
             self.decided_order.push_back(trace_id);
         }
     }
