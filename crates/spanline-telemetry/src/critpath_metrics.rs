@@ -46,25 +46,21 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Histogram, Recorder};
 use opentelemetry::Context;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 use spanline_core::semconv::{metric, sampling as reasons, spanline};
 use spanline_critpath::{SegmentType, TraceReport};
 
 use crate::error::TelemetryError;
 use crate::sampling::buffer::{Entry, TraceBuffer, Trigger};
-
-/// Extra time granted to the worker beyond a flush or shutdown bound.
-const GRACE: Duration = Duration::from_millis(500);
+use crate::sampling::handoff::{Handoff, Refused, Work, tick_for};
 
 /// Most extra series for keys beyond the cap (`key="_other"`, per pipeline
 /// and type) before the pipeline label is folded too.
@@ -635,21 +631,13 @@ pub(crate) fn record_trace(
     }
 }
 
-enum Msg {
-    Span(Box<SpanData>),
-    Flush(SyncSender<OTelSdkResult>),
-    Shutdown(SyncSender<OTelSdkResult>),
-}
-
 /// The online critical-path span processor (see the [module
 /// docs](crate::critpath_metrics)). `on_end` does one `try_send` into a
 /// bounded queue (a full queue drops the span, counted); the worker thread
 /// `spanline-critical-path` buffers, analyses and records.
 pub struct CriticalPathProcessor {
-    tx: SyncSender<Msg>,
+    handoff: Handoff,
     shared: Arc<Shared>,
-    is_shutdown: AtomicBool,
-    worker: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl fmt::Debug for CriticalPathProcessor {
@@ -666,47 +654,20 @@ impl CriticalPathProcessor {
         config.validate()?;
         let shared = new_shared(&config);
         let engine = CriticalPathEngine::with_shared(&config, shared.clone());
-        let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
-        let tick =
-            (config.decision_wait / 8).clamp(Duration::from_millis(1), Duration::from_millis(100));
-        let worker = std::thread::Builder::new()
-            .name("spanline-critical-path".into())
-            .spawn(move || worker_loop(engine, rx, tick))
-            .map_err(|e| TelemetryError::Worker {
-                what: "critical-path metrics",
-                reason: e.to_string(),
-            })?;
-        Ok(CriticalPathProcessor {
-            tx,
-            shared,
-            is_shutdown: AtomicBool::new(false),
-            worker: Mutex::new(Some(worker)),
-        })
+        let handoff = Handoff::spawn(
+            "spanline-critical-path",
+            "critical-path metrics",
+            config.queue_capacity,
+            tick_for(config.decision_wait),
+            engine,
+        )?;
+        Ok(CriticalPathProcessor { handoff, shared })
     }
 
     /// A handle on the counters, valid after the processor is moved into a
     /// provider.
     pub fn stats(&self) -> CriticalPathStatsHandle {
         CriticalPathStatsHandle(self.shared.clone())
-    }
-
-    fn request(
-        &self,
-        operation: &'static str,
-        bound: Duration,
-        make: impl FnOnce(SyncSender<OTelSdkResult>) -> Msg,
-    ) -> OTelSdkResult {
-        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        self.tx
-            .send(make(ack_tx))
-            .map_err(|_| OTelSdkError::AlreadyShutdown)?;
-        match ack_rx.recv_timeout(bound + GRACE) {
-            Ok(r) => r,
-            Err(RecvTimeoutError::Timeout) => Err(OTelSdkError::Timeout(bound + GRACE)),
-            Err(RecvTimeoutError::Disconnected) => Err(OTelSdkError::InternalFailure(format!(
-                "{operation}: the critical-path worker stopped"
-            ))),
-        }
     }
 }
 
@@ -717,18 +678,20 @@ impl SpanProcessor for CriticalPathProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
+        let refused = match self.handoff.try_send(span) {
+            Ok(()) => return,
+            Err(r) => r,
+        };
         let s = &self.shared;
-        match self.tx.try_send(Msg::Span(Box::new(span))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                s.atomics.spans_seen.fetch_add(1, Ordering::Relaxed);
+        s.atomics.spans_seen.fetch_add(1, Ordering::Relaxed);
+        match refused {
+            Refused::QueueFull => {
                 s.atomics
                     .spans_dropped_queue_full
                     .fetch_add(1, Ordering::Relaxed);
                 s.counters.dropped_queue_full.increment(1);
             }
-            Err(TrySendError::Disconnected(_)) => {
-                s.atomics.spans_seen.fetch_add(1, Ordering::Relaxed);
+            Refused::Shutdown => {
                 s.atomics
                     .spans_dropped_shutdown
                     .fetch_add(1, Ordering::Relaxed);
@@ -738,57 +701,27 @@ impl SpanProcessor for CriticalPathProcessor {
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        if self.is_shutdown.load(Ordering::Acquire) {
-            return Err(OTelSdkError::AlreadyShutdown);
-        }
-        self.request("force_flush", Duration::from_secs(30), Msg::Flush)
+        self.handoff.force_flush()
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        if self.is_shutdown.swap(true, Ordering::AcqRel) {
-            return Err(OTelSdkError::AlreadyShutdown);
-        }
-        let r = self.request("shutdown", timeout, Msg::Shutdown);
-        let handle = match self.worker.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
-        };
-        if r.is_ok()
-            && let Some(h) = handle
-        {
-            let _ = h.join();
-        }
-        r
+        self.handoff.shutdown(timeout)
     }
 
     fn set_resource(&mut self, _resource: &Resource) {}
 }
 
-fn worker_loop(mut engine: CriticalPathEngine, rx: mpsc::Receiver<Msg>, tick: Duration) {
-    let mut next_expire = Instant::now() + tick;
-    loop {
-        let msg = rx.recv_timeout(tick);
-        let now = Instant::now();
-        match msg {
-            Ok(Msg::Span(span)) => engine.ingest(*span, now),
-            Ok(Msg::Flush(ack)) => {
-                engine.expire(now);
-                let _ = ack.send(Ok(()));
-            }
-            Ok(Msg::Shutdown(ack)) => {
-                engine.finish();
-                let _ = ack.send(Ok(()));
-                return;
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                engine.finish();
-                return;
-            }
-        }
-        if now >= next_expire {
-            engine.expire(now);
-            next_expire = now + tick;
-        }
+impl Work for CriticalPathEngine {
+    fn span(&mut self, span: SpanData, now: Instant) {
+        self.ingest(span, now);
+    }
+
+    fn expire(&mut self, now: Instant) {
+        CriticalPathEngine::expire(self, now);
+    }
+
+    fn finish(&mut self, _timeout: Duration) -> OTelSdkResult {
+        CriticalPathEngine::finish(self);
+        Ok(())
     }
 }

@@ -18,6 +18,7 @@
 //! [`SpanProcessor`]: opentelemetry_sdk::trace::SpanProcessor
 
 pub(crate) mod buffer;
+pub(crate) mod handoff;
 mod head;
 mod rules;
 mod tail;

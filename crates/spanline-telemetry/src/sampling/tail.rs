@@ -10,17 +10,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::Counter;
 use opentelemetry::trace::{Status, TraceId};
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 use spanline_core::semconv::{sampling as names, spanline};
 use spanline_critpath::TraceReport;
@@ -30,11 +28,9 @@ use crate::critpath_metrics::{
 };
 use crate::error::TelemetryError;
 use crate::sampling::buffer::{Entry, TraceBuffer, Trigger, completes_trace};
+use crate::sampling::handoff::{Handoff, Refused, Work, tick_for};
 use crate::sampling::head::baseline_ratio_keeps;
 use crate::sampling::rules::Condition;
-
-/// Extra time granted to the worker beyond a flush or shutdown bound.
-const GRACE: Duration = Duration::from_millis(500);
 
 type TracePredicate = dyn Fn(&[SpanData]) -> bool + Send + Sync;
 type ReportPredicate = dyn Fn(&TraceReport) -> bool + Send + Sync;
@@ -845,13 +841,6 @@ fn is_forced(attributes: &[KeyValue]) -> bool {
         .any(|kv| kv.key.as_str() == names::FORCE && kv.value == Value::Bool(true))
 }
 
-enum Msg {
-    Span(Box<SpanData>),
-    Resource(Resource),
-    Flush(SyncSender<OTelSdkResult>),
-    Shutdown(Duration, SyncSender<OTelSdkResult>),
-}
-
 /// The tail-sampling span processor (see the [module docs](crate::sampling)).
 ///
 /// Spans reach it only if the head sampler sampled them: run the head
@@ -884,10 +873,8 @@ enum Msg {
 /// # }
 /// ```
 pub struct TailSamplingProcessor {
-    tx: SyncSender<Msg>,
+    handoff: Handoff,
     shared: Arc<Shared>,
-    is_shutdown: AtomicBool,
-    worker: Mutex<Option<JoinHandle<()>>>,
     config: TailConfig,
     critical_path: Option<CriticalPathStatsHandle>,
 }
@@ -912,21 +899,16 @@ impl TailSamplingProcessor {
         let shared = Shared::new();
         let engine = TailEngine::with_shared(config.clone(), shared.clone())?;
         let critical_path = engine.critical_path_stats();
-        let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
-        let tick =
-            (config.decision_wait / 8).clamp(Duration::from_millis(1), Duration::from_millis(100));
-        let worker = std::thread::Builder::new()
-            .name("spanline-tail-sampler".into())
-            .spawn(move || worker_loop(engine, rx, downstream, tick))
-            .map_err(|e| TelemetryError::Worker {
-                what: "tail sampler",
-                reason: e.to_string(),
-            })?;
+        let handoff = Handoff::spawn(
+            "spanline-tail-sampler",
+            "tail sampler",
+            config.queue_capacity,
+            tick_for(config.decision_wait),
+            TailWork { engine, downstream },
+        )?;
         Ok(TailSamplingProcessor {
-            tx,
+            handoff,
             shared,
-            is_shutdown: AtomicBool::new(false),
-            worker: Mutex::new(Some(worker)),
             config,
             critical_path,
         })
@@ -948,27 +930,6 @@ impl TailSamplingProcessor {
     pub fn config(&self) -> &TailConfig {
         &self.config
     }
-
-    fn request(
-        &self,
-        operation: &'static str,
-        bound: Duration,
-        make: impl FnOnce(SyncSender<OTelSdkResult>) -> Msg,
-    ) -> OTelSdkResult {
-        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        // The worker drains the queue continuously, so this send waits at
-        // most for one queue's worth of spans.
-        self.tx
-            .send(make(ack_tx))
-            .map_err(|_| OTelSdkError::AlreadyShutdown)?;
-        match ack_rx.recv_timeout(bound + GRACE) {
-            Ok(r) => r,
-            Err(RecvTimeoutError::Timeout) => Err(OTelSdkError::Timeout(bound + GRACE)),
-            Err(RecvTimeoutError::Disconnected) => Err(OTelSdkError::InternalFailure(format!(
-                "{operation}: the tail sampler worker stopped"
-            ))),
-        }
-    }
 }
 
 impl SpanProcessor for TailSamplingProcessor {
@@ -978,90 +939,70 @@ impl SpanProcessor for TailSamplingProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
-        match self.tx.try_send(Msg::Span(Box::new(span))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                let s = &self.shared;
-                s.atomics.spans_seen.fetch_add(1, Ordering::Relaxed);
+        let refused = match self.handoff.try_send(span) {
+            Ok(()) => return,
+            Err(r) => r,
+        };
+        let s = &self.shared;
+        s.atomics.spans_seen.fetch_add(1, Ordering::Relaxed);
+        s.metrics.spans_seen.increment(1);
+        match refused {
+            Refused::QueueFull => {
                 s.atomics
                     .spans_dropped_queue_full
                     .fetch_add(1, Ordering::Relaxed);
-                s.metrics.spans_seen.increment(1);
                 s.metrics.spans_dropped_queue_full.increment(1);
             }
-            Err(TrySendError::Disconnected(_)) => {
-                let s = &self.shared;
-                s.atomics.spans_seen.fetch_add(1, Ordering::Relaxed);
+            Refused::Shutdown => {
                 s.atomics
                     .spans_dropped_shutdown
                     .fetch_add(1, Ordering::Relaxed);
-                s.metrics.spans_seen.increment(1);
                 s.metrics.spans_dropped_shutdown.increment(1);
             }
         }
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        if self.is_shutdown.load(Ordering::Acquire) {
-            return Err(OTelSdkError::AlreadyShutdown);
-        }
-        self.request("force_flush", Duration::from_secs(30), Msg::Flush)
+        self.handoff.force_flush()
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        if self.is_shutdown.swap(true, Ordering::AcqRel) {
-            return Err(OTelSdkError::AlreadyShutdown);
-        }
-        let r = self.request("shutdown", timeout, |ack| Msg::Shutdown(timeout, ack));
-        let handle = match self.worker.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
-        };
-        if r.is_ok()
-            && let Some(h) = handle
-        {
-            let _ = h.join();
-        }
-        r
+        self.handoff.shutdown(timeout)
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        let _ = self.tx.send(Msg::Resource(resource.clone()));
+        self.handoff.set_resource(resource);
     }
 }
 
-fn worker_loop<P: SpanProcessor>(
-    mut engine: TailEngine,
-    rx: mpsc::Receiver<Msg>,
-    mut downstream: P,
-    tick: Duration,
-) {
-    let mut next_expire = Instant::now() + tick;
-    loop {
-        let msg = rx.recv_timeout(tick);
-        let now = Instant::now();
-        match msg {
-            Ok(Msg::Span(span)) => engine.ingest(*span, now, &mut |s| downstream.on_end(s)),
-            Ok(Msg::Resource(r)) => downstream.set_resource(&r),
-            Ok(Msg::Flush(ack)) => {
-                engine.expire(now, &mut |s| downstream.on_end(s));
-                let _ = ack.send(downstream.force_flush());
-            }
-            Ok(Msg::Shutdown(timeout, ack)) => {
-                engine.finish(&mut |s| downstream.on_end(s));
-                let _ = ack.send(downstream.shutdown_with_timeout(timeout));
-                return;
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                engine.finish(&mut |s| downstream.on_end(s));
-                let _ = downstream.shutdown_with_timeout(Duration::from_secs(5));
-                return;
-            }
-        }
-        if now >= next_expire {
-            engine.expire(now, &mut |s| downstream.on_end(s));
-            next_expire = now + tick;
-        }
+/// The tail sampler's worker: the engine and the downstream processor.
+struct TailWork<P> {
+    engine: TailEngine,
+    downstream: P,
+}
+
+impl<P: SpanProcessor + 'static> Work for TailWork<P> {
+    fn span(&mut self, span: SpanData, now: Instant) {
+        let downstream = &self.downstream;
+        self.engine.ingest(span, now, &mut |s| downstream.on_end(s));
+    }
+
+    fn resource(&mut self, resource: &Resource) {
+        self.downstream.set_resource(resource);
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let downstream = &self.downstream;
+        self.engine.expire(now, &mut |s| downstream.on_end(s));
+    }
+
+    fn flush(&mut self) -> OTelSdkResult {
+        self.downstream.force_flush()
+    }
+
+    fn finish(&mut self, timeout: Duration) -> OTelSdkResult {
+        let downstream = &self.downstream;
+        self.engine.finish(&mut |s| downstream.on_end(s));
+        self.downstream.shutdown_with_timeout(timeout)
     }
 }
