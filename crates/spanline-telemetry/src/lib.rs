@@ -2,7 +2,9 @@
 //! provider configured from the `OTEL_*` environment, OTLP (gRPC or
 //! HTTP/protobuf) and console exporters behind a bounded batch processor
 //! that never blocks a request, an in-memory span recorder, and a Prometheus
-//! metrics recorder with explicit buckets for every spanline histogram.
+//! metrics recorder with explicit buckets for every spanline histogram, and
+//! online critical-path metrics ([`critpath_metrics`]:
+//! `spanline.critical_path.duration{pipeline, key, type}`).
 //!
 //! One call sets everything up and returns a guard that flushes and shuts
 //! down, in bounded time, when dropped:
