@@ -187,6 +187,24 @@ pub mod metric {
     pub const SPANS_EXPORTED: &str = "spanline.telemetry.spans.exported";
     /// Counter: propagation values a carrier rejected or could not encode.
     pub const CARRIER_REJECTED: &str = "spanline.propagation.rejected";
+    /// Histogram (s): time one key (stage, hop, queue, or a span's own
+    /// time) spent on a trace's critical path; one sample per trace and
+    /// series (labels `pipeline`, `key`, `type`).
+    pub const CRITICAL_PATH_DURATION: &str = "spanline.critical_path.duration";
+    /// Counter: traces whose critical path was analysed online.
+    pub const CRITICAL_PATH_TRACES_ANALYZED: &str = "spanline.critical_path.traces.analyzed";
+    /// Counter: traces left out of the online analysis (label `reason`:
+    /// `max_traces`, `timeout`, `shutdown`: evicted before their local root
+    /// ended).
+    pub const CRITICAL_PATH_TRACES_SKIPPED: &str = "spanline.critical_path.traces.skipped";
+    /// Counter: spans the online analysis dropped (label `reason`:
+    /// `queue_full`, `span_limit`, `shutdown`).
+    pub const CRITICAL_PATH_SPANS_DROPPED: &str = "spanline.critical_path.spans.dropped";
+    /// `key` label value for keys beyond the series cap.
+    pub const CRITICAL_PATH_KEY_OTHER: &str = "_other";
+    /// `pipeline` label value for traces without `spanline.pipeline.name`
+    /// (and for pipelines beyond the series cap).
+    pub const CRITICAL_PATH_PIPELINE_OTHER: &str = "_other";
 
     /// Label: pipeline name.
     pub const LABEL_PIPELINE: &str = "pipeline";
@@ -208,6 +226,11 @@ pub mod metric {
     pub const REASON_SHUTDOWN_QUEUED: &str = "shutdown_queued";
     /// Reason (spans dropped): export in flight when the shutdown deadline passed.
     pub const REASON_SHUTDOWN_IN_FLIGHT: &str = "shutdown_in_flight";
+    /// Label: critical-path key (stage name, hop or queue span name, or
+    /// span name for its own time).
+    pub const LABEL_KEY: &str = "key";
+    /// Label: critical-path segment type (`stage`, `hop`, `queue`, `self`).
+    pub const LABEL_TYPE: &str = "type";
 
     /// Bucket boundaries (s) for stage and pipeline durations.
     pub const DURATION_BUCKETS: &[f64] = &[
@@ -302,6 +325,9 @@ pub mod sampling {
     pub const REASON_STAGE_LATENCY: &str = "stage_latency";
     /// Reason: the baseline ratio kept (or did not keep) the trace.
     pub const REASON_BASELINE: &str = "baseline";
+    /// Reason: a critical-path rule matched (a key's share of the critical
+    /// path, or the queue time on it, over a threshold).
+    pub const REASON_CRITICAL_PATH: &str = "critical_path";
     /// Reason: the hand-off queue to the sampler's worker was full.
     pub const REASON_QUEUE_FULL: &str = "queue_full";
     /// Reason: the trace already held its maximum number of spans.

@@ -70,6 +70,15 @@ pub mod env {
     pub const SPANLINE_TAIL_MAX_SPANS_PER_TRACE: &str = "SPANLINE_TAIL_MAX_SPANS_PER_TRACE";
     /// Tail sampling: per-stage thresholds, `stage=ms,stage=ms`.
     pub const SPANLINE_TAIL_STAGE_LATENCY_MS: &str = "SPANLINE_TAIL_STAGE_LATENCY_MS";
+    /// Tail sampling: keep traces where a key holds at least this share of
+    /// the critical path, `key=share,key=share` (shares in `[0, 1]`).
+    pub const SPANLINE_TAIL_CRITICAL_PATH_SHARE: &str = "SPANLINE_TAIL_CRITICAL_PATH_SHARE";
+    /// Tail sampling: keep traces whose critical path spent at least this
+    /// long in queue waits (ms).
+    pub const SPANLINE_TAIL_CRITICAL_PATH_QUEUE_MS: &str = "SPANLINE_TAIL_CRITICAL_PATH_QUEUE_MS";
+    /// `true` records online critical-path metrics
+    /// (`spanline.critical_path.duration`).
+    pub const SPANLINE_CRITICAL_PATH_METRICS: &str = "SPANLINE_CRITICAL_PATH_METRICS";
 }
 
 /// Tail-sampling settings from the `SPANLINE_TAIL_*` environment (the
@@ -92,6 +101,10 @@ pub struct TailSamplingEnv {
     pub max_spans_per_trace: Option<usize>,
     /// `SPANLINE_TAIL_STAGE_LATENCY_MS`.
     pub stage_thresholds: Vec<(String, Duration)>,
+    /// `SPANLINE_TAIL_CRITICAL_PATH_SHARE`.
+    pub critical_path_shares: Vec<(String, f64)>,
+    /// `SPANLINE_TAIL_CRITICAL_PATH_QUEUE_MS`.
+    pub critical_path_queue: Option<Duration>,
 }
 
 impl TailSamplingEnv {
@@ -118,6 +131,15 @@ impl TailSamplingEnv {
         }
         for (stage, d) in &self.stage_thresholds {
             c = c.stage_threshold(stage.clone(), *d);
+        }
+        for (key, share) in &self.critical_path_shares {
+            c = c.rule(crate::sampling::TailRule::critical_path_share(
+                key.clone(),
+                *share,
+            ));
+        }
+        if let Some(d) = self.critical_path_queue {
+            c = c.rule(crate::sampling::TailRule::critical_path_queue(d));
         }
         c
     }
@@ -238,6 +260,8 @@ pub struct TelemetryConfig {
     pub console_path: Option<PathBuf>,
     /// `SPANLINE_TAIL_SAMPLING` and the other `SPANLINE_TAIL_*` variables.
     pub tail: Option<TailSamplingEnv>,
+    /// `SPANLINE_CRITICAL_PATH_METRICS`.
+    pub critical_path_metrics: bool,
 }
 
 impl Default for TelemetryConfig {
@@ -257,6 +281,7 @@ impl Default for TelemetryConfig {
             prometheus_addr: None,
             console_path: None,
             tail: None,
+            critical_path_metrics: false,
         }
     }
 }
@@ -354,6 +379,9 @@ impl TelemetryConfig {
             })?);
         }
         cfg.console_path = get(env::SPANLINE_CONSOLE_PATH).map(PathBuf::from);
+        if let Some(v) = get(env::SPANLINE_CRITICAL_PATH_METRICS) {
+            cfg.critical_path_metrics = parse_bool(env::SPANLINE_CRITICAL_PATH_METRICS, &v)?;
+        }
         if let Some(v) = get(env::SPANLINE_TAIL_SAMPLING)
             && parse_bool(env::SPANLINE_TAIL_SAMPLING, &v)?
         {
@@ -590,6 +618,41 @@ fn parse_tail(get: &dyn Fn(&str) -> Option<String>) -> Result<TailSamplingEnv, T
             let d = parse_millis(var, ms.trim(), false)?;
             t.stage_thresholds.push((stage.to_owned(), d));
         }
+    }
+    if let Some(v) = get(env::SPANLINE_TAIL_CRITICAL_PATH_SHARE) {
+        let var = env::SPANLINE_TAIL_CRITICAL_PATH_SHARE;
+        for member in v.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            let Some((key, share)) = member.rsplit_once('=') else {
+                return Err(TelemetryError::invalid(
+                    var,
+                    &v,
+                    "expected key=share,key=share",
+                ));
+            };
+            let key = key.trim();
+            if key.is_empty() {
+                return Err(TelemetryError::invalid(var, &v, "empty key"));
+            }
+            let share: f64 = share
+                .trim()
+                .parse()
+                .map_err(|_| TelemetryError::invalid(var, &v, "expected a share in [0, 1]"))?;
+            if !(0.0..=1.0).contains(&share) {
+                return Err(TelemetryError::invalid(
+                    var,
+                    &v,
+                    "the share must be in [0, 1]",
+                ));
+            }
+            t.critical_path_shares.push((key.to_owned(), share));
+        }
+    }
+    if let Some(v) = get(env::SPANLINE_TAIL_CRITICAL_PATH_QUEUE_MS) {
+        t.critical_path_queue = Some(parse_millis(
+            env::SPANLINE_TAIL_CRITICAL_PATH_QUEUE_MS,
+            &v,
+            false,
+        )?);
     }
     Ok(t)
 }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use opentelemetry::trace::{SpanId as OtelSpanId, SpanKind as OtelKind, Status as OtelStatus};
 use opentelemetry::{Array, Value};
 use opentelemetry_sdk::trace::SpanData;
+use spanline_critpath::semconv as sc;
 use spanline_critpath::{
     AttrValue, Attributes, Link, Span, SpanId, SpanKind, Status, StatusCode, TraceId,
 };
@@ -34,8 +35,39 @@ pub fn from_recorder(recorder: &SpanRecorder) -> Vec<Span> {
     recorder.spans().iter().map(convert).collect()
 }
 
+/// The attributes [`spanline_critpath::analyze_trace`] reads: its
+/// structural names. Keep in step with the analyser's `structure` pass.
+const STRUCTURAL: [&str; 8] = [
+    sc::STEP_INDEX,
+    sc::STEP_DEPENDS_ON,
+    sc::STEP_BLOCKING,
+    sc::PARALLEL_BRANCH,
+    sc::BATCH_INDEX,
+    sc::FALLBACK_FOR,
+    sc::STAGE_NAME,
+    sc::SEGMENT_TYPE,
+];
+
 /// Convert one SDK span.
 pub fn convert(span: &SpanData) -> Span {
+    convert_with(span, Detail::Full)
+}
+
+/// Convert one SDK span with only what the critical-path analysis reads
+/// (the structural attributes, no links): the same report as [`convert`]
+/// at a fraction of the allocations. The online critical-path metrics use
+/// it.
+pub fn convert_for_analysis(span: &SpanData) -> Span {
+    convert_with(span, Detail::Structural)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Detail {
+    Full,
+    Structural,
+}
+
+fn convert_with(span: &SpanData, detail: Detail) -> Span {
     let cx = &span.span_context;
     let parent = (span.parent_span_id != OtelSpanId::INVALID)
         .then(|| SpanId(u64::from_be_bytes(span.parent_span_id.to_bytes())));
@@ -70,11 +102,16 @@ pub fn convert(span: &SpanData) -> Span {
             message: description.to_string(),
         },
     };
+    let keep = |k: &str| detail == Detail::Full || STRUCTURAL.contains(&k);
     out.attributes = attributes(
         span.attributes
             .iter()
+            .filter(|kv| keep(kv.key.as_str()))
             .map(|kv| (kv.key.as_str(), &kv.value)),
     );
+    if detail == Detail::Structural {
+        return out;
+    }
     out.links = span
         .links
         .links

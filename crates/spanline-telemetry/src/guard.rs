@@ -2,8 +2,8 @@
 
 use std::fmt;
 use std::io::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
@@ -20,6 +20,9 @@ use spanline_core::Telemetry;
 
 use crate::config::{ExporterKind, OtlpProtocol, SamplerConfig, TelemetryConfig};
 use crate::console::ConsoleExporter;
+use crate::critpath_metrics::{
+    CriticalPathConfig, CriticalPathProcessor, CriticalPathStats, CriticalPathStatsHandle,
+};
 use crate::error::TelemetryError;
 use crate::processor::{BatchConfig, BoundedBatchProcessor, ExportStats, ProcessorStats};
 use crate::prometheus::{DEFAULT_UPKEEP_INTERVAL, PrometheusBackground};
@@ -51,6 +54,7 @@ pub struct TelemetryBuilder {
     shutdown_timeout: Duration,
     head_sampler: Option<Box<dyn ShouldSample>>,
     tail: Option<TailConfig>,
+    critical_path: Option<bool>,
 }
 
 impl fmt::Debug for TelemetryBuilder {
@@ -65,6 +69,7 @@ impl fmt::Debug for TelemetryBuilder {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("head_sampler", &self.head_sampler)
             .field("tail", &self.tail)
+            .field("critical_path", &self.critical_path)
             .finish()
     }
 }
@@ -107,6 +112,7 @@ impl TelemetryBuilder {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             head_sampler: None,
             tail: None,
+            critical_path: None,
         }
     }
 
@@ -208,6 +214,16 @@ impl TelemetryBuilder {
     /// span). Overrides the `SPANLINE_TAIL_*` environment.
     pub fn tail_sampling(mut self, config: TailConfig) -> Self {
         self.tail = Some(config);
+        self
+    }
+
+    /// Record online critical-path metrics
+    /// (`spanline.critical_path.duration`, see [`crate::critpath_metrics`]):
+    /// inside the tail sampler when tail sampling is on, else with a
+    /// [`CriticalPathProcessor`] of its own. Overrides
+    /// `SPANLINE_CRITICAL_PATH_METRICS`.
+    pub fn critical_path_metrics(mut self, enabled: bool) -> Self {
+        self.critical_path = Some(enabled);
         self
     }
 
@@ -383,7 +399,7 @@ impl TelemetryBuilder {
                 metrics::set_global_recorder(recorder)
                     .map_err(|_| TelemetryError::MetricsRecorderAlreadySet)?;
             } else {
-                local_recorder = Some(recorder);
+                local_recorder = Some(Arc::new(recorder));
             }
             background = Some(bg);
         }
@@ -430,15 +446,32 @@ impl TelemetryBuilder {
             downstream.push(Box::new(r.clone()));
         }
         let mut tail = None;
+        let critical_path_config = self
+            .critical_path
+            .unwrap_or(self.config.critical_path_metrics)
+            .then(|| match &local_recorder {
+                Some(r) => CriticalPathConfig::new().metrics_recorder(r.clone()),
+                None => CriticalPathConfig::new(),
+            });
+        let mut critical_path = None;
         match tail_config {
-            Some(config) => {
+            Some(mut config) => {
+                if config.critical_path.is_none() {
+                    config.critical_path = critical_path_config;
+                }
                 let processor = TailSamplingProcessor::new(config, Fanout(downstream))?;
                 tail = Some(processor.stats());
+                critical_path = processor.critical_path_stats();
                 builder = builder.with_span_processor(processor);
             }
             None => {
                 for p in downstream {
                     builder = builder.with_span_processor(BoxedProcessor(p));
+                }
+                if let Some(config) = critical_path_config {
+                    let processor = CriticalPathProcessor::new(config)?;
+                    critical_path = Some(processor.stats());
+                    builder = builder.with_span_processor(processor);
                 }
             }
         }
@@ -461,6 +494,7 @@ impl TelemetryBuilder {
             metrics_recorder: local_recorder,
             stats,
             tail,
+            critical_path,
             installed: install,
             shutdown_timeout: self.shutdown_timeout.min(batch.export_timeout),
             shut_down: AtomicBool::new(false),
@@ -586,9 +620,10 @@ pub struct TelemetryGuard {
     recorder: Option<SpanRecorder>,
     prometheus: Option<PrometheusHandle>,
     background: Mutex<Option<PrometheusBackground>>,
-    metrics_recorder: Option<PrometheusRecorder>,
+    metrics_recorder: Option<Arc<PrometheusRecorder>>,
     stats: Vec<(ExporterKind, ProcessorStats)>,
     tail: Option<TailStatsHandle>,
+    critical_path: Option<CriticalPathStatsHandle>,
     installed: bool,
     shutdown_timeout: Duration,
     shut_down: AtomicBool,
@@ -618,6 +653,7 @@ impl TelemetryGuard {
             metrics_recorder: None,
             stats: Vec::new(),
             tail: None,
+            critical_path: None,
             installed: false,
             shutdown_timeout: Duration::ZERO,
             shut_down: AtomicBool::new(true),
@@ -654,7 +690,7 @@ impl TelemetryGuard {
     /// ([`TelemetryBuilder::build`]); use it with
     /// `metrics::with_local_recorder`.
     pub fn metrics_recorder(&self) -> Option<&PrometheusRecorder> {
-        self.metrics_recorder.as_ref()
+        self.metrics_recorder.as_deref()
     }
 
     /// The running span exporters.
@@ -689,6 +725,15 @@ impl TelemetryGuard {
     /// The tail sampler's counters, when tail sampling is on.
     pub fn tail_stats(&self) -> Option<TailStats> {
         self.tail.as_ref().map(TailStatsHandle::snapshot)
+    }
+
+    /// The online critical-path counters, when
+    /// [`critical_path_metrics`](TelemetryBuilder::critical_path_metrics)
+    /// is on.
+    pub fn critical_path_stats(&self) -> Option<CriticalPathStats> {
+        self.critical_path
+            .as_ref()
+            .map(CriticalPathStatsHandle::snapshot)
     }
 
     /// Spans dropped so far (queue full, export failed, after shutdown),

@@ -2,7 +2,9 @@
 //! provider configured from the `OTEL_*` environment, OTLP (gRPC or
 //! HTTP/protobuf) and console exporters behind a bounded batch processor
 //! that never blocks a request, an in-memory span recorder, and a Prometheus
-//! metrics recorder with explicit buckets for every spanline histogram.
+//! metrics recorder with explicit buckets for every spanline histogram, and
+//! online critical-path metrics ([`critpath_metrics`]:
+//! `spanline.critical_path.duration{pipeline, key, type}`).
 //!
 //! One call sets everything up and returns a guard that flushes and shuts
 //! down, in bounded time, when dropped:
@@ -52,6 +54,7 @@
 pub mod config;
 mod console;
 pub mod critpath;
+pub mod critpath_metrics;
 mod error;
 mod guard;
 mod processor;
@@ -61,6 +64,7 @@ pub mod sampling;
 
 pub use config::{ExporterKind, OtlpProtocol, SamplerConfig, TailSamplingEnv, TelemetryConfig};
 pub use console::{ConsoleExporter, span_to_json};
+pub use critpath_metrics::{CriticalPathConfig, CriticalPathProcessor};
 pub use error::TelemetryError;
 pub use guard::{DEFAULT_SERVICE_NAME, DEFAULT_SHUTDOWN_TIMEOUT, TelemetryBuilder, TelemetryGuard};
 pub use processor::{BatchConfig, BoundedBatchProcessor, ExportStats, ProcessorStats};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
-use spanline_core::semconv::metric;
+use spanline_core::semconv::{messaging, metric, rpc};
 
 use crate::error::TelemetryError;
 
@@ -17,11 +17,13 @@ use crate::error::TelemetryError;
 pub const DEFAULT_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Every spanline histogram and its bucket boundaries. With explicit
-/// buckets, none of them renders as a Prometheus summary.
-pub fn histogram_buckets() -> [(&'static str, &'static [f64]); 6] {
+/// buckets, none of them renders as a Prometheus summary (so dashboards
+/// can aggregate quantiles across instances with `histogram_quantile`).
+pub fn histogram_buckets() -> [(&'static str, &'static [f64]); 12] {
     [
         (metric::STAGE_DURATION, metric::DURATION_BUCKETS),
         (metric::PIPELINE_DURATION, metric::DURATION_BUCKETS),
+        (metric::CRITICAL_PATH_DURATION, metric::DURATION_BUCKETS),
         (
             metric::GEN_AI_OPERATION_DURATION,
             metric::GEN_AI_DURATION_BUCKETS,
@@ -35,6 +37,17 @@ pub fn histogram_buckets() -> [(&'static str, &'static [f64]); 6] {
             metric::GEN_AI_TIME_PER_OUTPUT_TOKEN,
             metric::GEN_AI_TPOT_BUCKETS,
         ),
+        (messaging::metric::QUEUE_WAIT, metric::DURATION_BUCKETS),
+        (
+            messaging::metric::PROCESS_DURATION,
+            metric::DURATION_BUCKETS,
+        ),
+        (
+            messaging::metric::CLIENT_OPERATION_DURATION,
+            metric::DURATION_BUCKETS,
+        ),
+        (rpc::CLIENT_CALL_DURATION, metric::DURATION_BUCKETS),
+        (rpc::SERVER_CALL_DURATION, metric::DURATION_BUCKETS),
     ]
 }
 

@@ -17,6 +17,8 @@
 //! [`ShouldSample`]: opentelemetry_sdk::trace::ShouldSample
 //! [`SpanProcessor`]: opentelemetry_sdk::trace::SpanProcessor
 
+pub(crate) mod buffer;
+pub(crate) mod handoff;
 mod head;
 mod rules;
 mod tail;

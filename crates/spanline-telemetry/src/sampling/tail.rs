@@ -10,28 +10,30 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use metrics::Counter;
-use opentelemetry::trace::{SpanId, Status, TraceId};
+use opentelemetry::trace::{Status, TraceId};
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 use spanline_core::semconv::{sampling as names, spanline};
+use spanline_critpath::TraceReport;
 
+use crate::critpath_metrics::{
+    CriticalPathConfig, CriticalPathMetrics, CriticalPathStatsHandle, analyze_spans, record_trace,
+};
 use crate::error::TelemetryError;
+use crate::sampling::buffer::{Entry, TraceBuffer, Trigger, completes_trace};
+use crate::sampling::handoff::{Handoff, Refused, Work, tick_for};
 use crate::sampling::head::baseline_ratio_keeps;
 use crate::sampling::rules::Condition;
 
-/// Extra time granted to the worker beyond a flush or shutdown bound.
-const GRACE: Duration = Duration::from_millis(500);
-
 type TracePredicate = dyn Fn(&[SpanData]) -> bool + Send + Sync;
+type ReportPredicate = dyn Fn(&TraceReport) -> bool + Send + Sync;
 
 /// A tail rule: keeps a trace when it matches.
 #[derive(Clone)]
@@ -43,6 +45,9 @@ pub struct TailRule {
 enum RuleKind {
     AnySpan(Condition),
     Custom(Arc<TracePredicate>),
+    Share(String, f64),
+    Queue(Duration),
+    CriticalPath(Arc<ReportPredicate>),
 }
 
 impl fmt::Debug for TailRule {
@@ -50,6 +55,9 @@ impl fmt::Debug for TailRule {
         match &self.kind {
             RuleKind::AnySpan(c) => f.debug_tuple("TailRule::any_span").field(c).finish(),
             RuleKind::Custom(_) => f.write_str("TailRule::custom(..)"),
+            RuleKind::Share(k, x) => write!(f, "TailRule::critical_path_share({k:?}, {x})"),
+            RuleKind::Queue(t) => write!(f, "TailRule::critical_path_queue({t:?})"),
+            RuleKind::CriticalPath(_) => f.write_str("TailRule::critical_path(..)"),
         }
     }
 }
@@ -72,10 +80,65 @@ impl TailRule {
         }
     }
 
+    /// Keep the trace when `key` (a stage name, a hop or queue span name,
+    /// as the critical-path analyser reports it; all types summed) has at
+    /// least `min_share` (in `[0, 1]`) of the trace's critical path.
+    /// Reason `critical_path`.
+    pub fn critical_path_share(key: impl Into<String>, min_share: f64) -> Self {
+        TailRule {
+            kind: RuleKind::Share(key.into(), min_share),
+        }
+    }
+
+    /// Keep the trace when the time its critical path spent in queue waits
+    /// (Kafka and other brokers) is at least `min`. Reason `critical_path`.
+    pub fn critical_path_queue(min: Duration) -> Self {
+        TailRule {
+            kind: RuleKind::Queue(min),
+        }
+    }
+
+    /// Keep the trace when `predicate` holds on its critical-path report
+    /// (analysed once per trace, on the buffered spans). Reason
+    /// `critical_path`. Runs on the sampler's worker thread.
+    pub fn critical_path(predicate: impl Fn(&TraceReport) -> bool + Send + Sync + 'static) -> Self {
+        TailRule {
+            kind: RuleKind::CriticalPath(Arc::new(predicate)),
+        }
+    }
+
+    /// Whether the rule reads the critical-path report.
+    pub fn is_critical_path(&self) -> bool {
+        matches!(
+            self.kind,
+            RuleKind::Share(..) | RuleKind::Queue(_) | RuleKind::CriticalPath(_)
+        )
+    }
+
     fn matches(&self, spans: &[SpanData]) -> bool {
         match &self.kind {
             RuleKind::AnySpan(c) => spans.iter().any(|s| c.matches(&s.attributes)),
             RuleKind::Custom(p) => p(spans),
+            _ => false,
+        }
+    }
+
+    fn matches_report(&self, report: &TraceReport) -> bool {
+        match &self.kind {
+            RuleKind::Share(key, min) => {
+                let share: f64 = report
+                    .contributions
+                    .iter()
+                    .filter(|c| &*c.key == key.as_str())
+                    .map(|c| c.share)
+                    .sum();
+                report.duration_ns > 0 && share >= *min
+            }
+            RuleKind::Queue(min) => {
+                report.queue_ns() > 0 && Duration::from_nanos(report.queue_ns()) >= *min
+            }
+            RuleKind::CriticalPath(p) => p(report),
+            _ => false,
         }
     }
 }
@@ -113,6 +176,11 @@ pub struct TailConfig {
     pub rules: Vec<TailRule>,
     /// Fraction of the remaining traces kept, by trace id (default 0.0).
     pub baseline_ratio: f64,
+    /// Record online critical-path metrics for every trace whose local root
+    /// ended, from the sampler's own buffer (default none; see
+    /// [`crate::critpath_metrics`]). Only the metrics settings of the
+    /// configuration apply; the buffer bounds are the sampler's.
+    pub critical_path: Option<CriticalPathConfig>,
 }
 
 impl Default for TailConfig {
@@ -129,6 +197,7 @@ impl Default for TailConfig {
             honor_force: true,
             rules: Vec::new(),
             baseline_ratio: 0.0,
+            critical_path: None,
         }
     }
 }
@@ -207,7 +276,15 @@ impl TailConfig {
         self
     }
 
-    /// Check the bounds (all non-zero) and the ratio (in `[0, 1]`).
+    /// Record online critical-path metrics (see
+    /// [`TailConfig::critical_path`]).
+    pub fn critical_path_metrics(mut self, config: CriticalPathConfig) -> Self {
+        self.critical_path = Some(config);
+        self
+    }
+
+    /// Check the bounds (all non-zero), the ratio and the critical-path
+    /// shares (in `[0, 1]`).
     pub fn validate(&self) -> Result<(), TelemetryError> {
         let bad = |what: &str| Err(TelemetryError::InvalidConfig(format!("TailConfig: {what}")));
         if self.max_traces == 0 {
@@ -222,6 +299,18 @@ impl TailConfig {
         if !(0.0..=1.0).contains(&self.baseline_ratio) {
             return bad("baseline_ratio must be in [0, 1]");
         }
+        for r in &self.rules {
+            if let RuleKind::Share(key, x) = &r.kind
+                && !(0.0..=1.0).contains(x)
+            {
+                return bad(&format!(
+                    "critical_path_share({key:?}) must be in [0, 1], got {x}"
+                ));
+            }
+        }
+        if let Some(c) = &self.critical_path {
+            c.validate()?;
+        }
         Ok(())
     }
 }
@@ -230,7 +319,7 @@ impl TailConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TailDecision {
     /// Kept, for the first reason that applied (`force`, `error`,
-    /// `latency`, `stage_latency`, `rule`, `baseline`).
+    /// `latency`, `stage_latency`, `rule`, `critical_path`, `baseline`).
     Keep(&'static str),
     /// Dropped (no reason to keep, baseline not selected).
     Drop,
@@ -348,12 +437,13 @@ struct Metrics {
     traces_evicted_shutdown: Counter,
 }
 
-const KEEP_REASONS: [&str; 6] = [
+const KEEP_REASONS: [&str; 7] = [
     names::REASON_FORCE,
     names::REASON_ERROR,
     names::REASON_LATENCY,
     names::REASON_STAGE_LATENCY,
     names::REASON_RULE,
+    names::REASON_CRITICAL_PATH,
     names::REASON_BASELINE,
 ];
 
@@ -414,26 +504,19 @@ impl fmt::Debug for TailStatsHandle {
     }
 }
 
-struct Pending {
-    seq: u64,
-    first_seen: Instant,
-    spans: Vec<SpanData>,
-    bytes: usize,
+/// What the engine keeps about every span of a buffered trace.
+#[derive(Default)]
+struct Summary {
     error: bool,
     force: bool,
     slow_stage: bool,
-    root_duration: Option<Duration>,
-    min_start: SystemTime,
-    max_end: SystemTime,
-}
-
-/// Why a trace is decided now.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Trigger {
-    Root,
-    MaxTraces,
-    Timeout,
-    Shutdown,
+    /// A later local part of an already decided trace, buffered only for
+    /// the critical-path analysis (its spans already followed the
+    /// decision).
+    late: bool,
+    /// The span that completed the trace had a remote parent: another
+    /// local part of the trace (the caller of a hop served here) may follow.
+    remote_root: bool,
 }
 
 /// The tail sampler's decision engine, without threads: feed it spans and
@@ -444,17 +527,13 @@ enum Trigger {
 pub struct TailEngine {
     config: TailConfig,
     stages: HashMap<String, Duration>,
-    pending: HashMap<TraceId, Pending>,
-    order: VecDeque<(TraceId, u64)>,
-    decided: HashMap<TraceId, bool>,
+    buffer: TraceBuffer<Summary>,
+    /// Per decided trace: kept, and whether another local part may follow.
+    decided: HashMap<TraceId, (bool, bool)>,
     decided_order: VecDeque<TraceId>,
-    next_seq: u64,
-    spans: usize,
-    bytes: usize,
-    peak_traces: usize,
-    peak_spans: usize,
-    peak_bytes: usize,
     shared: Arc<Shared>,
+    critical_path: Option<CriticalPathMetrics>,
+    has_critical_path_rules: bool,
 }
 
 impl fmt::Debug for TailEngine {
@@ -476,18 +555,19 @@ impl TailEngine {
     fn with_shared(config: TailConfig, shared: Arc<Shared>) -> Result<Self, TelemetryError> {
         config.validate()?;
         let stages = config.stage_thresholds.iter().cloned().collect();
+        let critical_path = config.critical_path.as_ref().map(CriticalPathMetrics::new);
+        let has_critical_path_rules = config.rules.iter().any(TailRule::is_critical_path);
         Ok(TailEngine {
+            critical_path,
+            has_critical_path_rules,
             stages,
-            pending: HashMap::with_capacity(config.max_traces.min(4_096)),
-            order: VecDeque::new(),
+            buffer: TraceBuffer::new(
+                config.max_traces,
+                config.max_spans_per_trace,
+                config.decision_wait,
+            ),
             decided: HashMap::with_capacity(config.decision_cache.min(4_096)),
             decided_order: VecDeque::new(),
-            next_seq: 0,
-            spans: 0,
-            bytes: 0,
-            peak_traces: 0,
-            peak_spans: 0,
-            peak_bytes: 0,
             config,
             shared,
         })
@@ -503,9 +583,17 @@ impl TailEngine {
         TailStatsHandle(self.shared.clone())
     }
 
+    /// The online critical-path counters, when
+    /// [`TailConfig::critical_path`] is set.
+    pub fn critical_path_stats(&self) -> Option<CriticalPathStatsHandle> {
+        self.critical_path
+            .as_ref()
+            .map(CriticalPathMetrics::stats_handle)
+    }
+
     /// The remembered decision for `trace_id`, if any.
     pub fn decision_for(&self, trace_id: TraceId) -> Option<bool> {
-        self.decided.get(&trace_id).copied()
+        self.decided.get(&trace_id).map(|&(keep, _)| keep)
     }
 
     /// Take one ended span at time `now`. Kept spans (of this trace, when
@@ -517,144 +605,102 @@ impl TailEngine {
         a.spans_seen.fetch_add(1, Ordering::Relaxed);
         m.spans_seen.increment(1);
         let trace_id = span.span_context.trace_id();
-        if let Some(&keep) = self.decided.get(&trace_id) {
+        let mut late = false;
+        if let Some(&(keep, more_parts)) = self.decided.get(&trace_id) {
+            // With critical-path metrics on, a later local part (the caller
+            // side when both ends of a hop run here) is still buffered and
+            // analysed when its own root ends. After a decision by a root
+            // without a parent, late spans are background children: no
+            // other part follows.
+            let analyse = more_parts && self.critical_path.is_some();
             if keep {
                 a.spans_kept.fetch_add(1, Ordering::Relaxed);
                 m.spans_kept.increment(1);
-                out(span);
+                if !analyse {
+                    out(span);
+                    return;
+                }
+                out(span.clone());
             } else {
                 a.spans_dropped_decision.fetch_add(1, Ordering::Relaxed);
                 a.spans_dropped_late.fetch_add(1, Ordering::Relaxed);
                 m.spans_dropped_late.increment(1);
-            }
-            return;
-        }
-        if !self.pending.contains_key(&trace_id) {
-            while self.pending.len() >= self.config.max_traces {
-                if !self.evict_oldest(out) {
-                    break;
+                if !analyse {
+                    return;
                 }
             }
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            self.pending.insert(
-                trace_id,
-                Pending {
-                    seq,
-                    first_seen: now,
-                    spans: Vec::new(),
-                    bytes: 0,
-                    error: false,
-                    force: false,
-                    slow_stage: false,
-                    root_duration: None,
-                    min_start: span.start_time,
-                    max_end: span.end_time,
-                },
-            );
-            self.order.push_back((trace_id, seq));
+            late = true;
+        }
+        let honor_force = self.config.honor_force;
+        let stages = &self.stages;
+        let mut evicted = Vec::new();
+        let inserted = self.buffer.insert(
+            span,
+            now,
+            |s, span| {
+                s.late |= late;
+                s.remote_root |= span.parent_span_is_remote && completes_trace(span);
+                s.error |= matches!(span.status, Status::Error { .. });
+                s.force |= honor_force && is_forced(&span.attributes);
+                s.slow_stage |= !stages.is_empty() && stage_is_slow(stages, span);
+            },
+            &mut |id, e, trigger| evicted.push((id, e, trigger)),
+        );
+        for (id, e, trigger) in evicted {
+            self.settle(id, e, trigger, out);
+        }
+        if inserted.new_trace && !late {
             a.traces_seen.fetch_add(1, Ordering::Relaxed);
             m.traces_seen.increment(1);
-            self.compact_order();
         }
-        let is_root = span.parent_span_id == SpanId::INVALID || span.parent_span_is_remote;
-        let duration = span
-            .end_time
-            .duration_since(span.start_time)
-            .unwrap_or_default();
-        let force = self.config.honor_force && is_forced(&span.attributes);
-        let slow_stage = !self.stages.is_empty() && self.stage_is_slow(&span.attributes, duration);
-        let limit = self.config.max_spans_per_trace;
-        let Some(p) = self.pending.get_mut(&trace_id) else {
-            return;
-        };
-        p.error |= matches!(span.status, Status::Error { .. });
-        p.force |= force;
-        p.slow_stage |= slow_stage;
-        p.min_start = p.min_start.min(span.start_time);
-        p.max_end = p.max_end.max(span.end_time);
-        if is_root {
-            p.root_duration = Some(duration);
-        }
-        if p.spans.len() < limit {
-            let size = approx_size(&span);
-            p.bytes += size;
-            p.spans.push(span);
-            self.spans += 1;
-            self.bytes += size;
-        } else {
+        if inserted.over_limit {
             a.spans_dropped_span_limit.fetch_add(1, Ordering::Relaxed);
             m.spans_dropped_span_limit.increment(1);
+            if let Some(cp) = &self.critical_path {
+                cp.span_over_limit();
+            }
+        }
+        if inserted.is_root
+            && let Some(e) = self.buffer.take(trace_id)
+        {
+            self.settle(trace_id, e, Trigger::Root, out);
         }
         self.update_levels();
-        if is_root {
-            self.decide(trace_id, Trigger::Root, out);
-        }
     }
 
     /// Decide every trace whose decision wait has passed at `now`.
     pub fn expire(&mut self, now: Instant, out: &mut dyn FnMut(SpanData)) {
-        while let Some(&(trace_id, seq)) = self.order.front() {
-            match self.pending.get(&trace_id) {
-                Some(p) if p.seq == seq => {
-                    if now.saturating_duration_since(p.first_seen) < self.config.decision_wait {
-                        break;
-                    }
-                    self.order.pop_front();
-                    self.decide(trace_id, Trigger::Timeout, out);
-                }
-                _ => {
-                    self.order.pop_front();
-                }
-            }
+        let mut due = Vec::new();
+        self.buffer
+            .expire(now, &mut |id, e, trigger| due.push((id, e, trigger)));
+        for (id, e, trigger) in due {
+            self.settle(id, e, trigger, out);
         }
+        self.update_levels();
     }
 
     /// Decide every buffered trace now (shutdown).
     pub fn finish(&mut self, out: &mut dyn FnMut(SpanData)) {
-        while let Some((trace_id, seq)) = self.order.pop_front() {
-            if self.pending.get(&trace_id).is_some_and(|p| p.seq == seq) {
-                self.decide(trace_id, Trigger::Shutdown, out);
-            }
+        let mut all = Vec::new();
+        self.buffer
+            .drain(&mut |id, e, trigger| all.push((id, e, trigger)));
+        for (id, e, trigger) in all {
+            self.settle(id, e, trigger, out);
         }
+        self.update_levels();
     }
 
-    fn evict_oldest(&mut self, out: &mut dyn FnMut(SpanData)) -> bool {
-        while let Some((trace_id, seq)) = self.order.pop_front() {
-            if self.pending.get(&trace_id).is_some_and(|p| p.seq == seq) {
-                self.decide(trace_id, Trigger::MaxTraces, out);
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Drop stale order entries (traces decided by their root) so the
-    /// queue stays within twice the trace bound.
-    fn compact_order(&mut self) {
-        if self.order.len() > 2 * self.config.max_traces + 64 {
-            let pending = &self.pending;
-            self.order
-                .retain(|(id, seq)| pending.get(id).is_some_and(|p| p.seq == *seq));
-        }
-    }
-
-    fn stage_is_slow(&self, attributes: &[KeyValue], duration: Duration) -> bool {
-        attributes.iter().any(|kv| {
-            kv.key.as_str() == spanline::STAGE_NAME
-                && match &kv.value {
-                    Value::String(s) => self.stages.get(s.as_str()).is_some_and(|t| duration > *t),
-                    _ => false,
-                }
-        })
-    }
-
-    fn judge(&self, trace_id: TraceId, p: &Pending) -> TailDecision {
+    fn judge(
+        &self,
+        trace_id: TraceId,
+        p: &Entry<Summary>,
+        report: &mut Option<Option<TraceReport>>,
+    ) -> TailDecision {
         let c = &self.config;
-        if p.force {
+        if p.summary.force {
             return TailDecision::Keep(names::REASON_FORCE);
         }
-        if c.keep_errors && p.error {
+        if c.keep_errors && p.summary.error {
             return TailDecision::Keep(names::REASON_ERROR);
         }
         if let Some(threshold) = c.latency_threshold {
@@ -665,11 +711,17 @@ impl TailEngine {
                 return TailDecision::Keep(names::REASON_LATENCY);
             }
         }
-        if p.slow_stage {
+        if p.summary.slow_stage {
             return TailDecision::Keep(names::REASON_STAGE_LATENCY);
         }
         if c.rules.iter().any(|r| r.matches(&p.spans)) {
             return TailDecision::Keep(names::REASON_RULE);
+        }
+        if self.has_critical_path_rules
+            && let Some(r) = report.get_or_insert_with(|| analyze_spans(&p.spans))
+            && c.rules.iter().any(|rule| rule.matches_report(r))
+        {
+            return TailDecision::Keep(names::REASON_CRITICAL_PATH);
         }
         if baseline_ratio_keeps(trace_id, c.baseline_ratio) {
             return TailDecision::Keep(names::REASON_BASELINE);
@@ -677,13 +729,32 @@ impl TailEngine {
         TailDecision::Drop
     }
 
-    fn decide(&mut self, trace_id: TraceId, trigger: Trigger, out: &mut dyn FnMut(SpanData)) {
-        let Some(p) = self.pending.remove(&trace_id) else {
+    /// Decide a trace that left the buffer.
+    fn settle(
+        &mut self,
+        trace_id: TraceId,
+        p: Entry<Summary>,
+        trigger: Trigger,
+        out: &mut dyn FnMut(SpanData),
+    ) {
+        if p.summary.late {
+            if let Some(cp) = &mut self.critical_path {
+                match trigger {
+                    Trigger::Root => record_trace(cp, &p.spans, None),
+                    _ => cp.skipped(trigger),
+                }
+            }
             return;
-        };
-        let decision = self.judge(trace_id, &p);
-        self.spans -= p.spans.len();
-        self.bytes -= p.bytes;
+        }
+        let mut report = None;
+        let decision = self.judge(trace_id, &p, &mut report);
+        if let Some(cp) = &mut self.critical_path {
+            if trigger == Trigger::Root {
+                record_trace(cp, &p.spans, report.as_ref().map(Option::as_ref));
+            } else {
+                cp.skipped(trigger);
+            }
+        }
         let shared = self.shared.clone();
         let (a, m) = (&shared.atomics, &shared.metrics);
         match trigger {
@@ -715,11 +786,11 @@ impl TailEngine {
                 m.spans_dropped_decision.increment(n);
             }
         }
-        self.remember(trace_id, decision.is_keep());
-        self.update_levels();
+        let more_parts = trigger == Trigger::Root && p.summary.remote_root;
+        self.remember(trace_id, decision.is_keep(), more_parts);
     }
 
-    fn remember(&mut self, trace_id: TraceId, keep: bool) {
+    fn remember(&mut self, trace_id: TraceId, keep: bool, more_parts: bool) {
         if self.config.decision_cache == 0 {
             return;
         }
@@ -731,71 +802,43 @@ impl TailEngine {
                 None => break,
             }
         }
-        if self.decided.insert(trace_id, keep).is_none() {
+        if self.decided.insert(trace_id, (keep, more_parts)).is_none() {
             self.decided_order.push_back(trace_id);
         }
     }
 
     fn update_levels(&mut self) {
-        let traces = self.pending.len();
-        self.peak_traces = self.peak_traces.max(traces);
-        self.peak_spans = self.peak_spans.max(self.spans);
-        self.peak_bytes = self.peak_bytes.max(self.bytes);
+        let l = self.buffer.levels();
         let a = &self.shared.atomics;
-        a.buffered_traces.store(traces as u64, Ordering::Relaxed);
-        a.buffered_spans.store(self.spans as u64, Ordering::Relaxed);
-        a.buffered_bytes.store(self.bytes as u64, Ordering::Relaxed);
-        a.peak_traces
-            .store(self.peak_traces as u64, Ordering::Relaxed);
-        a.peak_spans
-            .store(self.peak_spans as u64, Ordering::Relaxed);
-        a.peak_bytes
-            .store(self.peak_bytes as u64, Ordering::Relaxed);
+        a.buffered_traces.store(l.traces as u64, Ordering::Relaxed);
+        a.buffered_spans.store(l.spans as u64, Ordering::Relaxed);
+        a.buffered_bytes.store(l.bytes as u64, Ordering::Relaxed);
+        a.peak_traces.store(l.peak_traces as u64, Ordering::Relaxed);
+        a.peak_spans.store(l.peak_spans as u64, Ordering::Relaxed);
+        a.peak_bytes.store(l.peak_bytes as u64, Ordering::Relaxed);
         a.cached_decisions
             .store(self.decided.len() as u64, Ordering::Relaxed);
     }
+}
+
+fn stage_is_slow(stages: &HashMap<String, Duration>, span: &SpanData) -> bool {
+    let duration = span
+        .end_time
+        .duration_since(span.start_time)
+        .unwrap_or_default();
+    span.attributes.iter().any(|kv| {
+        kv.key.as_str() == spanline::STAGE_NAME
+            && match &kv.value {
+                Value::String(s) => stages.get(s.as_str()).is_some_and(|t| duration > *t),
+                _ => false,
+            }
+    })
 }
 
 fn is_forced(attributes: &[KeyValue]) -> bool {
     attributes
         .iter()
         .any(|kv| kv.key.as_str() == names::FORCE && kv.value == Value::Bool(true))
-}
-
-/// Approximate heap and inline bytes of a buffered span: the struct, its
-/// attribute, event and link slots, and the text of string values and an
-/// owned name.
-pub(crate) fn approx_size(span: &SpanData) -> usize {
-    let text = |v: &Value| match v {
-        Value::String(s) => s.as_str().len(),
-        _ => 0,
-    };
-    let attrs: usize = span
-        .attributes
-        .iter()
-        .map(|kv| std::mem::size_of::<KeyValue>() + text(&kv.value))
-        .sum();
-    let events: usize = span
-        .events
-        .iter()
-        .map(|e| {
-            std::mem::size_of::<opentelemetry::trace::Event>()
-                + e.attributes.len() * std::mem::size_of::<KeyValue>()
-        })
-        .sum();
-    let links = span.links.len() * std::mem::size_of::<opentelemetry::trace::Link>();
-    let name = match &span.name {
-        std::borrow::Cow::Owned(s) => s.len(),
-        std::borrow::Cow::Borrowed(_) => 0,
-    };
-    std::mem::size_of::<SpanData>() + attrs + events + links + name
-}
-
-enum Msg {
-    Span(Box<SpanData>),
-    Resource(Resource),
-    Flush(SyncSender<OTelSdkResult>),
-    Shutdown(Duration, SyncSender<OTelSdkResult>),
 }
 
 /// The tail-sampling span processor (see the [module docs](crate::sampling)).
@@ -830,11 +873,10 @@ enum Msg {
 /// # }
 /// ```
 pub struct TailSamplingProcessor {
-    tx: SyncSender<Msg>,
+    handoff: Handoff,
     shared: Arc<Shared>,
-    is_shutdown: AtomicBool,
-    worker: Mutex<Option<JoinHandle<()>>>,
     config: TailConfig,
+    critical_path: Option<CriticalPathStatsHandle>,
 }
 
 impl fmt::Debug for TailSamplingProcessor {
@@ -856,22 +898,19 @@ impl TailSamplingProcessor {
     ) -> Result<Self, TelemetryError> {
         let shared = Shared::new();
         let engine = TailEngine::with_shared(config.clone(), shared.clone())?;
-        let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
-        let tick =
-            (config.decision_wait / 8).clamp(Duration::from_millis(1), Duration::from_millis(100));
-        let worker = std::thread::Builder::new()
-            .name("spanline-tail-sampler".into())
-            .spawn(move || worker_loop(engine, rx, downstream, tick))
-            .map_err(|e| TelemetryError::Worker {
-                what: "tail sampler",
-                reason: e.to_string(),
-            })?;
+        let critical_path = engine.critical_path_stats();
+        let handoff = Handoff::spawn(
+            "spanline-tail-sampler",
+            "tail sampler",
+            config.queue_capacity,
+            tick_for(config.decision_wait),
+            TailWork { engine, downstream },
+        )?;
         Ok(TailSamplingProcessor {
-            tx,
+            handoff,
             shared,
-            is_shutdown: AtomicBool::new(false),
-            worker: Mutex::new(Some(worker)),
             config,
+            critical_path,
         })
     }
 
@@ -881,30 +920,15 @@ impl TailSamplingProcessor {
         TailStatsHandle(self.shared.clone())
     }
 
+    /// The online critical-path counters, when
+    /// [`TailConfig::critical_path`] is set.
+    pub fn critical_path_stats(&self) -> Option<CriticalPathStatsHandle> {
+        self.critical_path.clone()
+    }
+
     /// The configuration.
     pub fn config(&self) -> &TailConfig {
         &self.config
-    }
-
-    fn request(
-        &self,
-        operation: &'static str,
-        bound: Duration,
-        make: impl FnOnce(SyncSender<OTelSdkResult>) -> Msg,
-    ) -> OTelSdkResult {
-        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        // The worker drains the queue continuously, so this send waits at
-        // most for one queue's worth of spans.
-        self.tx
-            .send(make(ack_tx))
-            .map_err(|_| OTelSdkError::AlreadyShutdown)?;
-        match ack_rx.recv_timeout(bound + GRACE) {
-            Ok(r) => r,
-            Err(RecvTimeoutError::Timeout) => Err(OTelSdkError::Timeout(bound + GRACE)),
-            Err(RecvTimeoutError::Disconnected) => Err(OTelSdkError::InternalFailure(format!(
-                "{operation}: the tail sampler worker stopped"
-            ))),
-        }
     }
 }
 
@@ -915,90 +939,70 @@ impl SpanProcessor for TailSamplingProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
-        match self.tx.try_send(Msg::Span(Box::new(span))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                let s = &self.shared;
-                s.atomics.spans_seen.fetch_add(1, Ordering::Relaxed);
+        let refused = match self.handoff.try_send(span) {
+            Ok(()) => return,
+            Err(r) => r,
+        };
+        let s = &self.shared;
+        s.atomics.spans_seen.fetch_add(1, Ordering::Relaxed);
+        s.metrics.spans_seen.increment(1);
+        match refused {
+            Refused::QueueFull => {
                 s.atomics
                     .spans_dropped_queue_full
                     .fetch_add(1, Ordering::Relaxed);
-                s.metrics.spans_seen.increment(1);
                 s.metrics.spans_dropped_queue_full.increment(1);
             }
-            Err(TrySendError::Disconnected(_)) => {
-                let s = &self.shared;
-                s.atomics.spans_seen.fetch_add(1, Ordering::Relaxed);
+            Refused::Shutdown => {
                 s.atomics
                     .spans_dropped_shutdown
                     .fetch_add(1, Ordering::Relaxed);
-                s.metrics.spans_seen.increment(1);
                 s.metrics.spans_dropped_shutdown.increment(1);
             }
         }
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        if self.is_shutdown.load(Ordering::Acquire) {
-            return Err(OTelSdkError::AlreadyShutdown);
-        }
-        self.request("force_flush", Duration::from_secs(30), Msg::Flush)
+        self.handoff.force_flush()
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        if self.is_shutdown.swap(true, Ordering::AcqRel) {
-            return Err(OTelSdkError::AlreadyShutdown);
-        }
-        let r = self.request("shutdown", timeout, |ack| Msg::Shutdown(timeout, ack));
-        let handle = match self.worker.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
-        };
-        if r.is_ok()
-            && let Some(h) = handle
-        {
-            let _ = h.join();
-        }
-        r
+        self.handoff.shutdown(timeout)
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        let _ = self.tx.send(Msg::Resource(resource.clone()));
+        self.handoff.set_resource(resource);
     }
 }
 
-fn worker_loop<P: SpanProcessor>(
-    mut engine: TailEngine,
-    rx: mpsc::Receiver<Msg>,
-    mut downstream: P,
-    tick: Duration,
-) {
-    let mut next_expire = Instant::now() + tick;
-    loop {
-        let msg = rx.recv_timeout(tick);
-        let now = Instant::now();
-        match msg {
-            Ok(Msg::Span(span)) => engine.ingest(*span, now, &mut |s| downstream.on_end(s)),
-            Ok(Msg::Resource(r)) => downstream.set_resource(&r),
-            Ok(Msg::Flush(ack)) => {
-                engine.expire(now, &mut |s| downstream.on_end(s));
-                let _ = ack.send(downstream.force_flush());
-            }
-            Ok(Msg::Shutdown(timeout, ack)) => {
-                engine.finish(&mut |s| downstream.on_end(s));
-                let _ = ack.send(downstream.shutdown_with_timeout(timeout));
-                return;
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                engine.finish(&mut |s| downstream.on_end(s));
-                let _ = downstream.shutdown_with_timeout(Duration::from_secs(5));
-                return;
-            }
-        }
-        if now >= next_expire {
-            engine.expire(now, &mut |s| downstream.on_end(s));
-            next_expire = now + tick;
-        }
+/// The tail sampler's worker: the engine and the downstream processor.
+struct TailWork<P> {
+    engine: TailEngine,
+    downstream: P,
+}
+
+impl<P: SpanProcessor + 'static> Work for TailWork<P> {
+    fn span(&mut self, span: SpanData, now: Instant) {
+        let downstream = &self.downstream;
+        self.engine.ingest(span, now, &mut |s| downstream.on_end(s));
+    }
+
+    fn resource(&mut self, resource: &Resource) {
+        self.downstream.set_resource(resource);
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let downstream = &self.downstream;
+        self.engine.expire(now, &mut |s| downstream.on_end(s));
+    }
+
+    fn flush(&mut self) -> OTelSdkResult {
+        self.downstream.force_flush()
+    }
+
+    fn finish(&mut self, timeout: Duration) -> OTelSdkResult {
+        let downstream = &self.downstream;
+        self.engine.finish(&mut |s| downstream.on_end(s));
+        self.downstream.shutdown_with_timeout(timeout)
     }
 }
