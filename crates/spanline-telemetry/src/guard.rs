@@ -411,6 +411,13 @@ impl TelemetryBuilder {
             None => builder.with_sampler(self.config.sampler.to_sampler()),
         };
         let tail_config = self.tail.take().or_else(|| self.config.tail_sampling());
+        // The processors register their counters with the recorder current
+        // on this thread: the global one when installing, else the built
+        // recorder, so a built guard's scrape shows its drops too.
+        let scope_recorder = local_recorder.clone();
+        let scope = scope_recorder
+            .as_deref()
+            .map(|r| metrics::set_default_local_recorder(r));
         let mut downstream: Vec<Box<dyn SpanProcessor>> = Vec::new();
         let mut stats = Vec::new();
         for kind in self.config.effective_exporters() {
@@ -479,6 +486,7 @@ impl TelemetryBuilder {
             builder = hook(builder);
         }
         let provider = builder.build();
+        drop(scope);
         if install {
             opentelemetry::global::set_tracer_provider(provider.clone());
         }

@@ -42,3 +42,28 @@ fn built_guard_exposes_a_local_recorder() {
     let text = guard.prometheus().expect("handle").render();
     assert!(text.contains("spanline_stage_duration_bucket"), "{text}");
 }
+
+/// A guard that is built (not installed) counts its exports and drops in
+/// its own Prometheus recorder, so its scrape shows them.
+#[test]
+fn a_built_guard_scrapes_its_export_counters() {
+    use opentelemetry::trace::{Tracer, TracerProvider};
+    use spanline_testkit::bench::DiscardExporter;
+
+    let guard = TelemetryBuilder::new()
+        .traces_exporters([])
+        .span_exporter(DiscardExporter)
+        .build()
+        .expect("telemetry");
+    let tracer = guard.tracer_provider().expect("enabled").tracer("t");
+    for _ in 0..10 {
+        tracer.in_span("s", |_| {});
+    }
+    guard.force_flush().expect("flush");
+    let text = guard.prometheus().expect("prometheus").render();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("spanline_telemetry_spans_exported") && l.ends_with(" 10")),
+        "{text}"
+    );
+}
