@@ -29,6 +29,7 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
@@ -88,11 +89,13 @@ fn stage_work(seed: u64) -> u64 {
     black_box(x)
 }
 
-/// One trace: a root, then four stages each doing its work inside its own
-/// span (child of the root). With no tracer the stages run bare. Each
-/// stage's latency (span start to span end, or the bare work) goes to
-/// `latencies` when given.
+/// One trace: a root, then four stages each inside its own span (child of
+/// the root). With no tracer the stages run bare. With `latencies`, each
+/// stage does its work ([`stage_work`]) and its latency (span start to span
+/// end, or the bare work) is recorded; without, the stages are empty (the
+/// throughput loads measure span production and export only).
 fn run_trace(tracer: Option<&SdkTracer>, seq: u64, mut latencies: Option<&mut Vec<u32>>) {
+    let work = latencies.is_some();
     let root = tracer.map(|t| {
         let span = t
             .span_builder(gen_ai::op::INVOKE_WORKFLOW)
@@ -109,7 +112,9 @@ fn run_trace(tracer: Option<&SdkTracer>, seq: u64, mut latencies: Option<&mut Ve
                     .span_builder(gen_ai::op::STAGE)
                     .with_attributes(attributes(seq, step))
                     .start_with_context(t, cx);
-                stage_work(seq ^ step);
+                if work {
+                    stage_work(seq ^ step);
+                }
                 span.end();
             }
             _ => {
@@ -212,6 +217,9 @@ impl SpanExporter for DiscardExporter {
     }
 }
 
+/// Spans and bytes [`EncodeExporter`] encoded (for bytes per span).
+static ENCODED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
 /// Converts and encodes like the OTLP exporters, then drops the bytes.
 #[derive(Debug)]
 struct EncodeExporter {
@@ -221,10 +229,9 @@ struct EncodeExporter {
 impl SpanExporter for EncodeExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let resource_spans = group_spans_by_resource_and_scope(batch, &self.resource);
-        let request =
-            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-                resource_spans,
-            };
+        let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+            resource_spans,
+        };
         black_box(request.encode_to_vec());
         Ok(())
     }
@@ -244,7 +251,10 @@ struct OnRuntime {
 }
 
 impl SpanExporter for OnRuntime {
-    fn export(&self, batch: Vec<SpanData>) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+    fn export(
+        &self,
+        batch: Vec<SpanData>,
+    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
         std::future::ready(self.handle.block_on(self.inner.export(batch)))
     }
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
@@ -384,14 +394,23 @@ impl Pipeline {
         }
     }
 
-    /// Flush and wait until `target` spans are settled (bounded).
+    /// Flush and wait until `target` spans are settled: bounded by `DRAIN`,
+    /// or, once a flush succeeded, by the count standing still for 200 ms
+    /// (the SDK processor's drops are not counted anywhere we can read).
     fn drain(&self, target: u64) -> bool {
-        let _ = self.guard.force_flush();
+        let flushed = self.guard.force_flush().is_ok();
         let deadline = Instant::now() + DRAIN;
-        while self.settled() < target && Instant::now() < deadline {
+        let (mut last, mut since) = (self.settled(), Instant::now());
+        while last < target && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1)); // allow-sleep: polling the collector's count, bounded by DRAIN.
+            let now = self.settled();
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if flushed && since.elapsed() > Duration::from_millis(200) {
+                break;
+            }
         }
-        self.settled() >= target
+        last >= target
     }
 }
 
@@ -534,11 +553,7 @@ fn closed_loop(p: &Pipeline, traces: u64, seq0: u64) -> (Duration, u64) {
     let complete = p.drain(target);
     let elapsed = start.elapsed();
     let dropped = p.guard.export_stats().dropped() - drops_before
-        + if complete {
-            0
-        } else {
-            target - p.settled()
-        };
+        + if complete { 0 } else { target - p.settled() };
     (elapsed, dropped)
 }
 
@@ -648,11 +663,12 @@ fn run_load(setup: Option<Setup>, load: Load, duration: Duration) -> Row {
                         }
                     }
                 }
-                (seq * SPANS_PER_TRACE, start.elapsed(), latencies)
+                let elapsed = start.elapsed();
+                // Snapshot here, while this thread still counts.
+                (seq * SPANS_PER_TRACE, elapsed, latencies, thread_cpu())
             })
             .expect("producer thread");
-        let (produced, elapsed, latencies) = producer.join().expect("producer");
-        (produced, elapsed, latencies, thread_cpu())
+        producer.join().expect("producer")
     });
     let received_during = received(&pipeline) - received_base;
     let (received_total, dropped, stats) = match &pipeline {
@@ -772,6 +788,18 @@ fn print_paced_table(rows: &mut [Row]) {
     }
 }
 
+/// `SPANLINE_EXPORT_PROFILE=<setup label>`: push 100k spans through that
+/// one setup, closed loop, and exit (for `valgrind --tool=callgrind`).
+fn profile_one(label: &str, setups: &[Setup]) {
+    let Some(setup) = setups.iter().find(|s| s.label() == label) else {
+        eprintln!("no setup {label}");
+        return;
+    };
+    let p = Pipeline::start(*setup);
+    let (t, dropped) = closed_loop(&p, 20_000, 0);
+    println!("{label}: 100k spans in {t:?}, {dropped} dropped");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let tables = !args.iter().any(|a| a == "--test" || a == "--list");
@@ -785,6 +813,12 @@ fn main() {
     ];
     let mut criterion_setups = vec![Setup::shipped(Sink::Discard), Setup::shipped(Sink::Encode)];
     criterion_setups.extend(otlp);
+    if let Ok(label) = std::env::var("SPANLINE_EXPORT_PROFILE") {
+        let mut all = criterion_setups.clone();
+        all.push(Setup::shipped(Sink::Grpc).queue(LARGE_QUEUE));
+        profile_one(&label, &all);
+        return;
+    }
     let drops = throughput_group(&mut c, &criterion_setups);
     c.final_summary();
     if !tables {
@@ -795,11 +829,9 @@ fn main() {
     let mut saturation = Vec::new();
     for load in [Load::Open, Load::Closed] {
         let mut rows = Vec::new();
-        for setup in otlp
-            .iter()
-            .copied()
-            .chain([Setup::shipped(Sink::Grpc).queue(LARGE_QUEUE)])
-        {
+        let baselines = [Setup::shipped(Sink::Discard), Setup::shipped(Sink::Encode)];
+        let large = [Setup::shipped(Sink::Grpc).queue(LARGE_QUEUE)];
+        for setup in baselines.iter().chain(&otlp).chain(&large).copied() {
             rows.push(run_load(Some(setup), load, SATURATE_FOR));
         }
         saturation.push((load, rows));
@@ -810,6 +842,14 @@ fn main() {
             _ => "saturation, closed loop (producer waits for room in the queue)",
         };
         print_throughput_table(title, rows);
+    }
+    let (spans, bytes) = (ENCODED[0].load(Ordering::Relaxed), ENCODED[1].load(Ordering::Relaxed));
+    if spans > 0 {
+        println!(
+            "\nOTLP protobuf: {:.0} bytes per span ({} spans encoded by `encode`)",
+            bytes as f64 / spans as f64,
+            spans
+        );
     }
 
     let mut paced = vec![

@@ -220,12 +220,19 @@ impl State {
                 }
             }
         }
-        while spans.len() > batch_size {
-            let rest = spans.split_off(batch_size);
-            self.in_hand.push_back(std::mem::replace(&mut spans, rest));
+        if spans.len() <= batch_size {
+            if !spans.is_empty() {
+                self.in_hand.push_back(spans);
+            }
+            return;
         }
-        if !spans.is_empty() {
-            self.in_hand.push_back(spans);
+        // Each span moves once. (Cutting batches off the front with
+        // `split_off` moves the whole rest for every batch: quadratic in
+        // queue / batch size, which starved the worker with a large queue.)
+        let mut spans = spans.into_iter();
+        while spans.len() > 0 {
+            self.in_hand
+                .push_back(spans.by_ref().take(batch_size).collect());
         }
     }
 
