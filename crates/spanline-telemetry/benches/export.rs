@@ -149,6 +149,9 @@ enum Sink {
     /// The exporter converts and encodes the batch as OTLP protobuf and
     /// drops the bytes: the exporter's CPU without transport.
     Encode,
+    /// Experiment, not a shipped configuration: OTLP/gRPC with two exports
+    /// in flight ([`TwoInFlight`]).
+    GrpcTwoInFlight,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -176,6 +179,10 @@ impl Setup {
         self.batch.max_queue_size = size;
         self
     }
+    fn batch_size(mut self, size: usize) -> Self {
+        self.batch.max_export_batch_size = size;
+        self
+    }
     fn label(&self) -> String {
         let p = match self.processor {
             Processor::Shipped => "shipped",
@@ -186,12 +193,17 @@ impl Setup {
             Sink::Http => "otlp_http",
             Sink::Discard => "discard",
             Sink::Encode => "encode",
+            Sink::GrpcTwoInFlight => "otlp_grpc_2_in_flight",
         };
-        if self.batch.max_queue_size == BatchConfig::default().max_queue_size {
-            format!("{p}/{s}")
-        } else {
-            format!("{p}/{s}/q{}", self.batch.max_queue_size)
+        let d = BatchConfig::default();
+        let mut label = format!("{p}/{s}");
+        if self.batch.max_queue_size != d.max_queue_size {
+            label += &format!("/q{}", self.batch.max_queue_size);
         }
+        if self.batch.max_export_batch_size != d.max_export_batch_size {
+            label += &format!("/b{}", self.batch.max_export_batch_size);
+        }
+        label
     }
     /// Spans the producer may have outstanding and still never fill the
     /// queue: the queue less one batch (counted by the collector before
@@ -228,15 +240,77 @@ struct EncodeExporter {
 
 impl SpanExporter for EncodeExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len() as u64;
         let resource_spans = group_spans_by_resource_and_scope(batch, &self.resource);
         let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
             resource_spans,
         };
-        black_box(request.encode_to_vec());
+        let bytes = black_box(request.encode_to_vec());
+        ENCODED[0].fetch_add(n, Ordering::Relaxed);
+        ENCODED[1].fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(())
     }
     fn set_resource(&mut self, resource: &Resource) {
         self.resource = resource.into();
+    }
+}
+
+/// What-if for `docs/benchmarks.md`: the shipped worker with two exports in
+/// flight. The OTLP/gRPC exporter is built on first use inside the worker's
+/// runtime (as `build_otlp` builds it there); each export is spawned on
+/// that runtime and reported done at once, and a third waits until one of
+/// two in flight finishes. The processor's `exported` count is therefore
+/// early; the collector's count is the one the bench reads.
+struct TwoInFlight {
+    url: String,
+    inner: std::sync::OnceLock<std::sync::Arc<opentelemetry_otlp::SpanExporter>>,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    resource: Option<Resource>,
+}
+
+impl std::fmt::Debug for TwoInFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwoInFlight")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl TwoInFlight {
+    fn new(url: String) -> Self {
+        TwoInFlight {
+            url,
+            inner: std::sync::OnceLock::new(),
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
+            resource: None,
+        }
+    }
+}
+
+impl SpanExporter for TwoInFlight {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let inner = self
+            .inner
+            .get_or_init(|| {
+                let mut e = build_otlp_exporter(OtlpProtocol::Grpc, self.url.clone());
+                if let Some(r) = &self.resource {
+                    e.set_resource(r);
+                }
+                std::sync::Arc::new(e)
+            })
+            .clone();
+        let permit =
+            self.permits.clone().acquire_owned().await.map_err(|e| {
+                opentelemetry_sdk::error::OTelSdkError::InternalFailure(e.to_string())
+            })?;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = inner.export(batch).await;
+        });
+        Ok(())
+    }
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = Some(resource.clone());
     }
 }
 
@@ -273,7 +347,9 @@ enum Receiver {
 impl Receiver {
     fn start(sink: Sink) -> Option<Self> {
         match sink {
-            Sink::Grpc => Some(Receiver::Grpc(GrpcReceiver::start_counting())),
+            Sink::Grpc | Sink::GrpcTwoInFlight => {
+                Some(Receiver::Grpc(GrpcReceiver::start_counting()))
+            }
             Sink::Http => Some(Receiver::Http(HttpReceiver::start_counting())),
             Sink::Discard | Sink::Encode => None,
         }
@@ -328,6 +404,10 @@ impl Pipeline {
                 builder.traces_exporters([ExporterKind::Otlp])
             }
             (Processor::Shipped, Sink::Discard) => builder.span_exporter(DiscardExporter),
+            (Processor::Shipped, Sink::GrpcTwoInFlight) => {
+                let url = builder.config().otlp_traces_url();
+                builder.span_exporter(TwoInFlight::new(url))
+            }
             (Processor::Shipped, Sink::Encode) => builder.span_exporter(EncodeExporter {
                 resource: (&Resource::builder_empty().build()).into(),
             }),
@@ -352,7 +432,7 @@ impl Pipeline {
                 runtime = Some(rt);
                 builder.span_processor(bsp)
             }
-            (Processor::SdkBatch, Sink::Discard | Sink::Encode) => {
+            (Processor::SdkBatch, Sink::Discard | Sink::Encode | Sink::GrpcTwoInFlight) => {
                 unreachable!("the SDK reference rows export over OTLP")
             }
         };
@@ -414,31 +494,34 @@ impl Pipeline {
     }
 }
 
+/// The OTLP exporter as `build_otlp` in guard.rs builds it (call inside a
+/// tokio runtime).
+fn build_otlp_exporter(protocol: OtlpProtocol, url: String) -> opentelemetry_otlp::SpanExporter {
+    use opentelemetry_otlp::WithExportConfig;
+    let timeout = BatchConfig::default().export_timeout;
+    match protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(url)
+            .with_timeout(timeout)
+            .build(),
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(url)
+            .with_timeout(timeout)
+            .build(),
+    }
+    .expect("otlp exporter")
+}
+
+/// The OTLP exporter for the SDK processor, on the bench's runtime.
 fn sdk_otlp_exporter(
     protocol: OtlpProtocol,
     url: String,
     rt: &tokio::runtime::Runtime,
 ) -> OnRuntime {
-    use opentelemetry_otlp::WithExportConfig;
-    // As `build_otlp` in guard.rs builds them, on the bench's runtime.
-    let timeout = BatchConfig::default().export_timeout;
-    let inner = rt
-        .block_on(async {
-            match protocol {
-                OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(url)
-                    .with_timeout(timeout)
-                    .build(),
-                OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(url)
-                    .with_timeout(timeout)
-                    .build(),
-            }
-        })
-        .expect("otlp exporter");
+    let inner = rt.block_on(async { build_otlp_exporter(protocol, url) });
     OnRuntime {
         handle: rt.handle().clone(),
         inner,
@@ -813,6 +896,7 @@ fn main() {
     ];
     let mut criterion_setups = vec![Setup::shipped(Sink::Discard), Setup::shipped(Sink::Encode)];
     criterion_setups.extend(otlp);
+    criterion_setups.push(Setup::shipped(Sink::GrpcTwoInFlight));
     if let Ok(label) = std::env::var("SPANLINE_EXPORT_PROFILE") {
         let mut all = criterion_setups.clone();
         all.push(Setup::shipped(Sink::Grpc).queue(LARGE_QUEUE));
@@ -830,7 +914,13 @@ fn main() {
     for load in [Load::Open, Load::Closed] {
         let mut rows = Vec::new();
         let baselines = [Setup::shipped(Sink::Discard), Setup::shipped(Sink::Encode)];
-        let large = [Setup::shipped(Sink::Grpc).queue(LARGE_QUEUE)];
+        let large = [
+            Setup::shipped(Sink::Grpc).queue(LARGE_QUEUE),
+            Setup::shipped(Sink::Grpc)
+                .queue(LARGE_QUEUE)
+                .batch_size(2_048),
+            Setup::shipped(Sink::GrpcTwoInFlight),
+        ];
         for setup in baselines.iter().chain(&otlp).chain(&large).copied() {
             rows.push(run_load(Some(setup), load, SATURATE_FOR));
         }
@@ -843,7 +933,10 @@ fn main() {
         };
         print_throughput_table(title, rows);
     }
-    let (spans, bytes) = (ENCODED[0].load(Ordering::Relaxed), ENCODED[1].load(Ordering::Relaxed));
+    let (spans, bytes) = (
+        ENCODED[0].load(Ordering::Relaxed),
+        ENCODED[1].load(Ordering::Relaxed),
+    );
     if spans > 0 {
         println!(
             "\nOTLP protobuf: {:.0} bytes per span ({} spans encoded by `encode`)",
@@ -859,10 +952,11 @@ fn main() {
     for setup in otlp {
         paced.push(run_load(Some(setup), Load::Paced, PACED_FOR));
     }
-    paced.push(run_load(
-        Some(Setup::shipped(Sink::Grpc).queue(LARGE_QUEUE)),
-        Load::Paced,
-        PACED_FOR,
-    ));
+    for setup in [
+        Setup::shipped(Sink::Grpc).queue(LARGE_QUEUE),
+        Setup::shipped(Sink::Http).queue(LARGE_QUEUE),
+    ] {
+        paced.push(run_load(Some(setup), Load::Paced, PACED_FOR));
+    }
     print_paced_table(&mut paced);
 }
