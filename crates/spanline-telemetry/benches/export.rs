@@ -44,7 +44,9 @@ use opentelemetry_sdk::trace::{
 };
 use prost::Message;
 use spanline_core::semconv::{gen_ai, spanline as attr};
-use spanline_telemetry::{BatchConfig, ExporterKind, OtlpProtocol, TelemetryBuilder};
+use spanline_telemetry::{
+    BatchConfig, ExporterKind, OtlpProtocol, TelemetryBuilder, build_otlp_exporter,
+};
 use spanline_telemetry::{ExportStats, TelemetryGuard};
 use spanline_testkit::otlp::{Counted, GrpcReceiver, HttpReceiver};
 
@@ -257,7 +259,7 @@ impl SpanExporter for EncodeExporter {
 
 /// What-if for `docs/benchmarks.md`: the shipped worker with two exports in
 /// flight. The OTLP/gRPC exporter is built on first use inside the worker's
-/// runtime (as `build_otlp` builds it there); each export is spawned on
+/// runtime (as `TelemetryBuilder` builds it there); each export is spawned on
 /// that runtime and reported done at once, and a third waits until one of
 /// two in flight finishes. The processor's `exported` count is therefore
 /// early; the collector's count is the one the bench reads.
@@ -292,7 +294,7 @@ impl SpanExporter for TwoInFlight {
         let inner = self
             .inner
             .get_or_init(|| {
-                let mut e = build_otlp_exporter(OtlpProtocol::Grpc, self.url.clone());
+                let mut e = build_otlp(OtlpProtocol::Grpc, self.url.clone());
                 if let Some(r) = &self.resource {
                     e.set_resource(r);
                 }
@@ -494,25 +496,10 @@ impl Pipeline {
     }
 }
 
-/// The OTLP exporter as `build_otlp` in guard.rs builds it (call inside a
-/// tokio runtime).
-fn build_otlp_exporter(protocol: OtlpProtocol, url: String) -> opentelemetry_otlp::SpanExporter {
-    use opentelemetry_otlp::WithExportConfig;
-    let timeout = BatchConfig::default().export_timeout;
-    match protocol {
-        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(url)
-            .with_timeout(timeout)
-            .build(),
-        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(url)
-            .with_timeout(timeout)
-            .build(),
-    }
-    .expect("otlp exporter")
+/// The OTLP exporter as `TelemetryBuilder` builds it (inside a runtime).
+fn build_otlp(protocol: OtlpProtocol, url: String) -> opentelemetry_otlp::SpanExporter {
+    build_otlp_exporter(protocol, url, BatchConfig::default().export_timeout)
+        .expect("otlp exporter")
 }
 
 /// The OTLP exporter for the SDK processor, on the bench's runtime.
@@ -521,7 +508,7 @@ fn sdk_otlp_exporter(
     url: String,
     rt: &tokio::runtime::Runtime,
 ) -> OnRuntime {
-    let inner = rt.block_on(async { build_otlp_exporter(protocol, url) });
+    let inner = rt.block_on(async { build_otlp(protocol, url) });
     OnRuntime {
         handle: rt.handle().clone(),
         inner,
@@ -616,19 +603,26 @@ fn cpu_by_role(
 
 // --- criterion: spans/s to the collector, closed loop --------------------
 
+/// Before trace `i` of a closed loop (spans settled numbered from `base`):
+/// wait until the queue has room for the next `CHECK_EVERY` traces.
+fn wait_for_room(p: &Pipeline, i: u64, base: u64) {
+    if !i.is_multiple_of(CHECK_EVERY) {
+        return;
+    }
+    let sent = i * SPANS_PER_TRACE;
+    let room = p.setup.room();
+    while sent.saturating_sub(p.settled() - base) > room {
+        std::thread::sleep(Duration::from_micros(50)); // allow-sleep: the producer waits for room in the queue.
+    }
+}
+
 /// End `traces` traces, never overfilling the queue, and time them until
 /// the collector has them all.
 fn closed_loop(p: &Pipeline, traces: u64, seq0: u64) -> (Duration, u64) {
-    let room = p.setup.room();
     let base = p.settled();
     let start = Instant::now();
     for i in 0..traces {
-        if i % CHECK_EVERY == 0 {
-            let sent = i * SPANS_PER_TRACE;
-            while sent.saturating_sub(p.settled() - base) > room {
-                std::thread::sleep(Duration::from_micros(50)); // allow-sleep: the producer waits for room in the queue.
-            }
-        }
+        wait_for_room(p, i, base);
         run_trace(Some(&p.tracer), seq0 + i, None);
     }
     let target = base + traces * SPANS_PER_TRACE;
@@ -697,7 +691,6 @@ fn run_load(setup: Option<Setup>, load: Load, duration: Duration) -> Row {
     let pipeline = setup.map(Pipeline::start);
     let label = setup.map_or_else(|| "no telemetry".to_owned(), |s| s.label());
     let tracer = pipeline.as_ref().map(|p| p.tracer.clone());
-    let room = setup.map_or(u64::MAX, |s| s.room());
     let settled = |p: &Option<Pipeline>| p.as_ref().map_or(0, Pipeline::settled);
     let received = |p: &Option<Pipeline>| p.as_ref().map_or(0, Pipeline::received);
     let base = settled(&pipeline);
@@ -723,11 +716,8 @@ fn run_load(setup: Option<Setup>, load: Load, duration: Duration) -> Row {
                             seq += 1;
                         }
                         Load::Closed => {
-                            if seq % CHECK_EVERY == 0 {
-                                let sent = seq * SPANS_PER_TRACE;
-                                while sent.saturating_sub(settled(pipeline) - base) > room {
-                                    std::thread::sleep(Duration::from_micros(50)); // allow-sleep: the producer waits for room in the queue.
-                                }
+                            if let Some(p) = pipeline {
+                                wait_for_room(p, seq, base);
                             }
                             run_trace(tracer.as_ref(), seq, None);
                             seq += 1;

@@ -62,7 +62,10 @@ pub mod sampling;
 pub use config::{ExporterKind, OtlpProtocol, SamplerConfig, TailSamplingEnv, TelemetryConfig};
 pub use console::{ConsoleExporter, span_to_json};
 pub use error::TelemetryError;
-pub use guard::{DEFAULT_SERVICE_NAME, DEFAULT_SHUTDOWN_TIMEOUT, TelemetryBuilder, TelemetryGuard};
+pub use guard::{
+    DEFAULT_SERVICE_NAME, DEFAULT_SHUTDOWN_TIMEOUT, TelemetryBuilder, TelemetryGuard,
+    build_otlp_exporter,
+};
 pub use processor::{BatchConfig, BoundedBatchProcessor, ExportStats, ProcessorStats};
 pub use recorder::SpanRecorder;
 pub use sampling::{RuleSampler, TailConfig, TailSamplingProcessor};
