@@ -427,7 +427,7 @@ impl TelemetryBuilder {
                     let protocol = self.config.otlp_protocol;
                     let timeout = batch.export_timeout;
                     BoundedBatchProcessor::spawn("otlp", batch, move || {
-                        build_otlp(protocol, url, timeout)
+                        build_otlp_exporter(protocol, url, timeout)
                     })?
                 }
                 ExporterKind::Console => {
@@ -594,7 +594,14 @@ impl SpanProcessor for Fanout {
     }
 }
 
-fn build_otlp(
+/// The OTLP span exporter exactly as [`TelemetryBuilder`] builds it for
+/// [`ExporterKind::Otlp`] (before putting it behind its processor): gRPC
+/// through tonic or HTTP/protobuf through hyper, to `url` as is (see
+/// [`TelemetryConfig::otlp_traces_url`]), with `timeout` per export. Call it
+/// inside a tokio runtime: both transports spawn their connection tasks on
+/// it. For hosting the same exporter behind another processor, as the
+/// export benchmark does with the SDK's `BatchSpanProcessor`.
+pub fn build_otlp_exporter(
     protocol: OtlpProtocol,
     url: String,
     timeout: Duration,

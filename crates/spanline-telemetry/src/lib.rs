@@ -66,7 +66,10 @@ pub use config::{ExporterKind, OtlpProtocol, SamplerConfig, TailSamplingEnv, Tel
 pub use console::{ConsoleExporter, span_to_json};
 pub use critpath_metrics::{CriticalPathConfig, CriticalPathProcessor};
 pub use error::TelemetryError;
-pub use guard::{DEFAULT_SERVICE_NAME, DEFAULT_SHUTDOWN_TIMEOUT, TelemetryBuilder, TelemetryGuard};
+pub use guard::{
+    DEFAULT_SERVICE_NAME, DEFAULT_SHUTDOWN_TIMEOUT, TelemetryBuilder, TelemetryGuard,
+    build_otlp_exporter,
+};
 pub use processor::{BatchConfig, BoundedBatchProcessor, ExportStats, ProcessorStats};
 pub use recorder::SpanRecorder;
 pub use sampling::{RuleSampler, TailConfig, TailSamplingProcessor};

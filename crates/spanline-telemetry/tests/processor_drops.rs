@@ -145,6 +145,58 @@ fn batches_respect_max_size_and_schedule_delay() {
 }
 
 #[test]
+fn many_batches_taken_at_once_keep_their_order_and_size() {
+    // The first export waits at the gate while 5,000 spans queue up; the
+    // worker then takes them in one go and cuts them into batches.
+    #[derive(Debug, Clone, Default)]
+    struct Batches {
+        gate: GatedExporter,
+        names: Arc<Mutex<Vec<Vec<String>>>>,
+    }
+    impl SpanExporter for Batches {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            let names = batch.iter().map(|s| s.name.to_string()).collect();
+            self.gate.export(batch).await?;
+            self.names.lock().expect("names").push(names);
+            Ok(())
+        }
+    }
+    let exporter = Batches::default();
+    let worker = exporter.clone();
+    let config = BatchConfig {
+        schedule_delay: Duration::from_secs(60),
+        export_timeout: Duration::from_secs(30),
+        max_queue_size: 10_000,
+        max_export_batch_size: 7,
+    };
+    let processor =
+        BoundedBatchProcessor::spawn("batches", config, move || Ok(worker)).expect("spawn");
+    let stats = processor.stats();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .build();
+    let tracer = provider.tracer("t");
+    let n = 5_000;
+    for i in 0..n {
+        tracer.in_span(format!("s{i}"), |_| {});
+    }
+    exporter.gate.open();
+    provider.force_flush().expect("flush");
+    let batches = exporter.names.lock().expect("names").clone();
+    assert!(batches.iter().all(|b| !b.is_empty() && b.len() <= 7));
+    assert!(
+        batches.len() < n / 6,
+        "batches are full, not one span each: {}",
+        batches.len()
+    );
+    let order: Vec<String> = batches.into_iter().flatten().collect();
+    let expected: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+    assert_eq!(order, expected);
+    assert_eq!(stats.snapshot().exported, n as u64);
+    provider.shutdown().expect("shutdown");
+}
+
+#[test]
 fn exporter_build_error_is_reported() {
     let err =
         BoundedBatchProcessor::spawn::<GatedExporter, _>("broken", BatchConfig::default(), || {

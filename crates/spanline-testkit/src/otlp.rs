@@ -2,9 +2,16 @@
 //! (the official `opentelemetry-proto` service types on tonic) and a minimal
 //! OTLP/HTTP protobuf receiver, both bound to `127.0.0.1:0` and each running
 //! on its own thread, so the test body can use any runtime flavour.
+//!
+//! `start()` keeps every request; `start_counting()` decodes every request
+//! just the same but keeps only the totals in [`Counted`], so a benchmark
+//! can push millions of spans through without the receiver's memory
+//! growing. Receiver threads are named `otlp-grpc-recv`, `otlp-http-recv`
+//! and `otlp-http-conn` so a benchmark can attribute their CPU time.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -87,7 +94,76 @@ impl Received {
     }
 }
 
-struct Collector(Received);
+/// Totals a receiver keeps for every request it decodes, whether or not it
+/// stores the requests.
+#[derive(Clone, Default)]
+pub struct Counted(Arc<CountedInner>);
+
+#[derive(Default)]
+struct CountedInner {
+    requests: AtomicU64,
+    spans: AtomicU64,
+}
+
+impl Counted {
+    /// Export requests decoded.
+    pub fn requests(&self) -> u64 {
+        self.0.requests.load(Ordering::Acquire)
+    }
+
+    /// Spans in the requests decoded.
+    pub fn spans(&self) -> u64 {
+        self.0.spans.load(Ordering::Acquire)
+    }
+
+    /// Wait until at least `n` spans were counted or `timeout` passed.
+    pub fn wait_for_spans(&self, n: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.spans() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1)); // allow-sleep: wait_for_spans polls until its deadline.
+        }
+        self.spans() >= n
+    }
+
+    fn record(&self, request: &ExportTraceServiceRequest) {
+        let spans: usize = request
+            .resource_spans
+            .iter()
+            .flat_map(|rs| rs.scope_spans.iter())
+            .map(|ss| ss.spans.len())
+            .sum();
+        self.0.spans.fetch_add(spans as u64, Ordering::AcqRel);
+        self.0.requests.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Where a receiver puts what it decodes: always counted, kept unless the
+/// receiver only counts.
+#[derive(Clone)]
+struct Sink {
+    counted: Counted,
+    keep: Option<Received>,
+}
+
+impl Sink {
+    fn new(keep: bool) -> (Self, Received) {
+        let received = Received::default();
+        let sink = Sink {
+            counted: Counted::default(),
+            keep: keep.then(|| received.clone()),
+        };
+        (sink, received)
+    }
+
+    fn accept(&self, request: ExportTraceServiceRequest) {
+        self.counted.record(&request);
+        if let Some(keep) = &self.keep {
+            keep.0.lock().expect("received").push(request);
+        }
+    }
+}
+
+struct Collector(Sink);
 
 #[tonic::async_trait]
 impl TraceService for Collector {
@@ -95,11 +171,7 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.0
-            .0
-            .lock()
-            .expect("received")
-            .push(request.into_inner());
+        self.0.accept(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))
@@ -110,46 +182,64 @@ impl TraceService for Collector {
 pub struct GrpcReceiver {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// What it got.
+    /// What it got (empty for a counting receiver).
     pub received: Received,
+    /// Requests and spans decoded.
+    pub counted: Counted,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl GrpcReceiver {
-    /// Start listening on `127.0.0.1:0`.
+    /// Start listening on `127.0.0.1:0`, keeping every request.
     pub fn start() -> Self {
-        let received = Received::default();
+        Self::spawn(true)
+    }
+
+    /// Start listening on `127.0.0.1:0`, decoding and counting every
+    /// request but keeping none.
+    pub fn start_counting() -> Self {
+        Self::spawn(false)
+    }
+
+    fn spawn(keep: bool) -> Self {
+        let (store, received) = Sink::new(keep);
+        let counted = store.counted.clone();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let store = received.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                addr_tx
-                    .send(listener.local_addr().expect("addr"))
-                    .expect("send addr");
-                let incoming = tonic::transport::server::TcpIncoming::from(listener);
-                let _ = tonic::transport::Server::builder()
-                    .add_service(TraceServiceServer::new(Collector(store)))
-                    .serve_with_incoming_shutdown(incoming, async {
-                        let _ = stop_rx.await;
-                    })
-                    .await;
-            });
-        });
+        let thread = std::thread::Builder::new()
+            .name("otlp-grpc-recv".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                        .await
+                        .expect("bind");
+                    addr_tx
+                        .send(listener.local_addr().expect("addr"))
+                        .expect("send addr");
+                    // Like a real collector (Go sets TCP_NODELAY by default).
+                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                        .with_nodelay(Some(true));
+                    let _ = tonic::transport::Server::builder()
+                        .add_service(TraceServiceServer::new(Collector(store)))
+                        .serve_with_incoming_shutdown(incoming, async {
+                            let _ = stop_rx.await;
+                        })
+                        .await;
+                });
+            })
+            .expect("receiver thread");
         let addr = addr_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("receiver address");
         GrpcReceiver {
             addr,
             received,
+            counted,
             stop: Some(stop_tx),
             thread: Some(thread),
         }
@@ -172,32 +262,51 @@ impl Drop for GrpcReceiver {
 pub struct HttpReceiver {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// What it got.
+    /// What it got (empty for a counting receiver).
     pub received: Received,
-    /// The request paths it saw.
+    /// Requests and spans decoded.
+    pub counted: Counted,
+    /// The request paths it saw (empty for a counting receiver).
     pub paths: Arc<Mutex<Vec<String>>>,
 }
 
 impl HttpReceiver {
-    /// Start listening on `127.0.0.1:0`.
+    /// Start listening on `127.0.0.1:0`, keeping every request.
     pub fn start() -> Self {
+        Self::spawn(true)
+    }
+
+    /// Start listening on `127.0.0.1:0`, decoding and counting every
+    /// request but keeping none.
+    pub fn start_counting() -> Self {
+        Self::spawn(false)
+    }
+
+    fn spawn(keep: bool) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let received = Received::default();
+        let (store, received) = Sink::new(keep);
+        let counted = store.counted.clone();
         let paths = Arc::new(Mutex::new(Vec::new()));
-        let (store, seen) = (received.clone(), paths.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                let (store, seen) = (store.clone(), seen.clone());
-                std::thread::spawn(move || {
-                    let _ = serve_connection(stream, &store, &seen);
-                });
-            }
-        });
+        let seen = keep.then(|| paths.clone());
+        std::thread::Builder::new()
+            .name("otlp-http-recv".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else { return };
+                    let (store, seen) = (store.clone(), seen.clone());
+                    let _ = std::thread::Builder::new()
+                        .name("otlp-http-conn".into())
+                        .spawn(move || {
+                            let _ = serve_connection(stream, &store, seen.as_ref());
+                        });
+                }
+            })
+            .expect("receiver thread");
         HttpReceiver {
             addr,
             received,
+            counted,
             paths,
         }
     }
@@ -205,11 +314,12 @@ impl HttpReceiver {
 
 fn serve_connection(
     stream: std::net::TcpStream,
-    store: &Received,
-    seen: &Arc<Mutex<Vec<String>>>,
+    store: &Sink,
+    seen: Option<&Arc<Mutex<Vec<String>>>>,
 ) -> std::io::Result<()> {
     use prost::Message;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
     loop {
@@ -240,9 +350,11 @@ fn serve_connection(
         }
         let mut body = vec![0u8; content_length];
         reader.read_exact(&mut body)?;
-        seen.lock().expect("paths").push(path);
+        if let Some(seen) = seen {
+            seen.lock().expect("paths").push(path);
+        }
         if let Ok(req) = ExportTraceServiceRequest::decode(body.as_slice()) {
-            store.0.lock().expect("received").push(req);
+            store.accept(req);
         }
         writer.write_all(
             b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
