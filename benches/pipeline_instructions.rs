@@ -21,7 +21,7 @@ use std::process::Command;
 use support::{Fixture, STAGES, VARIANTS};
 
 const LOW: u64 = 2_000;
-const HIGH: u64 = 6_000;
+const HIGH: u64 = 10_000;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -31,11 +31,7 @@ fn main() {
         let runs: u64 = args[i + 3].parse().expect("runs");
         let fixture = Fixture::new();
         let run = fixture.runner(variant, stages);
-        let mut acc = 0u64;
-        for _ in 0..runs {
-            acc = acc.wrapping_add(run());
-        }
-        std::hint::black_box(acc);
+        std::hint::black_box(measured_loop(&run, runs));
         return;
     }
     if args.iter().any(|a| a == "--list") {
@@ -54,57 +50,117 @@ fn main() {
     }
 }
 
-fn instructions(me: &std::path::Path) {
-    let dir = tempdir();
-    let count = |variant: &str, stages: usize, runs: u64| -> u64 {
-        let out = dir.join(format!("cg.{variant}.{stages}.{runs}"));
-        // valgrind runs one thread at a time, so the export worker cannot
-        // drain the queue while the request thread fills it: at the default
-        // 2,048 spans the queue overflows and the count would depend on
-        // valgrind's scheduling. A queue that holds every span keeps the
-        // per-span path the one a deployed service runs (no drops).
-        let status = Command::new("valgrind")
-            .env("OTEL_BSP_MAX_QUEUE_SIZE", "1000000")
-            .args(["--tool=callgrind", "--quiet"])
-            .arg(format!("--callgrind-out-file={}", out.display()))
-            .arg(me)
-            .args(["--child", variant, &stages.to_string(), &runs.to_string()])
-            .status()
-            .expect("valgrind runs");
-        assert!(status.success(), "valgrind failed for {variant}");
-        let text = std::fs::read_to_string(&out).expect("callgrind output");
-        let total = text
+/// Instructions of one child run under callgrind, per thread file summed:
+/// only inside [`measured_loop`] on the request thread (`toggle`), or every
+/// instruction of every thread.
+fn count(
+    dir: &std::path::Path,
+    me: &std::path::Path,
+    (variant, stages, runs): (&str, usize, u64),
+    toggle: bool,
+) -> u64 {
+    let base = dir.join(format!("cg.{variant}.{stages}.{runs}.{toggle}"));
+    let mut cmd = Command::new("valgrind");
+    // valgrind runs one thread at a time, so the export worker cannot
+    // drain the queue while the request thread fills it: at the default
+    // 2,048 spans the queue overflows and the count would depend on
+    // valgrind's scheduling. A queue that holds every span keeps the
+    // per-span path the one a deployed service runs (no drops).
+    cmd.env("OTEL_BSP_MAX_QUEUE_SIZE", "1000000")
+        .args(["--tool=callgrind", "--quiet", "--separate-threads=yes"])
+        .arg(format!("--callgrind-out-file={}", base.display()));
+    if toggle {
+        cmd.arg("--toggle-collect=*measured_loop*");
+    }
+    let status = cmd
+        .arg(me)
+        .args(["--child", variant, &stages.to_string(), &runs.to_string()])
+        .status()
+        .expect("valgrind runs");
+    assert!(status.success(), "valgrind failed for {variant}");
+    let prefix = base
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).expect("temp dir").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(&format!("{prefix}-")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).expect("callgrind output");
+        total += text
             .lines()
             .find_map(|l| {
                 l.strip_prefix("summary:")
                     .or_else(|| l.strip_prefix("totals:"))
             })
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
             .expect("callgrind totals");
-        let _ = std::fs::remove_file(&out);
-        total
+        let _ = std::fs::remove_file(entry.path());
+    }
+    total
+}
+
+/// The loop callgrind counts on the request thread (`--toggle-collect`):
+/// only the pipeline runs, none of the set-up (which varies from process
+/// to process: the TSC clock calibrates itself for a variable time).
+#[inline(never)]
+fn measured_loop(run: &dyn Fn() -> u64, runs: u64) -> u64 {
+    let mut acc = 0u64;
+    for _ in 0..runs {
+        acc = acc.wrapping_add(run());
+    }
+    acc
+}
+
+fn instructions(me: &std::path::Path) {
+    let dir = tempdir();
+    // Request thread: exact (only the loop is counted). All threads: the
+    // difference between two run counts, which removes the set-up but keeps
+    // some noise from the background threads' timers (± a few dozen
+    // instructions per run).
+    let per_run = |variant: &str, stages: usize| -> (f64, f64) {
+        let request = count(&dir, me, (variant, stages, HIGH), true) as f64 / HIGH as f64;
+        let lo = count(&dir, me, (variant, stages, LOW), false);
+        let hi = count(&dir, me, (variant, stages, HIGH), false);
+        (request, (hi as f64 - lo as f64) / (HIGH - LOW) as f64)
     };
-    let per_run = |variant: &str, stages: usize| -> f64 {
-        let lo = count(variant, stages, LOW);
-        let hi = count(variant, stages, HIGH);
-        (hi as f64 - lo as f64) / (HIGH - LOW) as f64
-    };
-    println!("instructions per pipeline run (callgrind, all threads)");
+    println!("instructions per pipeline run (callgrind): request thread | all threads");
     println!(
-        "{:<18} {:>12} {:>12} {:>12} {:>14}",
-        "variant", "1 stage", "8 stages", "per stage", "over bare"
+        "{:<18} {:>9} {:>9} {:>10} {:>10} | {:>9} {:>9} {:>10} {:>10}",
+        "variant",
+        "1 stage",
+        "8 stages",
+        "per stage",
+        "over bare",
+        "1 stage",
+        "8 stages",
+        "per stage",
+        "over bare"
     );
-    let mut bare_slope = 0.0;
+    let mut bare = (0.0, 0.0);
     for variant in VARIANTS {
         let one = per_run(variant, 1);
         let eight = per_run(variant, STAGES);
-        let slope = (eight - one) / (STAGES - 1) as f64;
+        let slope = (
+            (eight.0 - one.0) / (STAGES - 1) as f64,
+            (eight.1 - one.1) / (STAGES - 1) as f64,
+        );
         if variant == "bare" {
-            bare_slope = slope;
+            bare = slope;
         }
         println!(
-            "{variant:<18} {one:>12.0} {eight:>12.0} {slope:>12.0} {:>14.0}",
-            slope - bare_slope
+            "{variant:<18} {:>9.0} {:>9.0} {:>10.0} {:>10.0} | {:>9.0} {:>9.0} {:>10.0} {:>10.0}",
+            one.0,
+            eight.0,
+            slope.0,
+            slope.0 - bare.0,
+            one.1,
+            eight.1,
+            slope.1,
+            slope.1 - bare.1
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -281,6 +281,9 @@ impl StepTelemetry {
 
 /// What a step does when its stage fails or times out.
 pub trait Recovery<I, O>: Send + Sync {
+    /// True when there is no recovery at all: an error propagates as it is,
+    /// so a disabled, unbounded call can run the stage's future directly.
+    const NONE: bool = false;
     /// `fallback`, `skip`, or `None` when there is no recovery.
     fn action(&self) -> Option<&'static str>;
     /// Keep a copy of the input for recovery (only when there is one).
@@ -299,6 +302,7 @@ pub trait Recovery<I, O>: Send + Sync {
 pub struct NoRecovery;
 
 impl<I: Send, O: Send> Recovery<I, O> for NoRecovery {
+    const NONE: bool = true;
     fn action(&self) -> Option<&'static str> {
         None
     }
@@ -583,6 +587,10 @@ impl<S: Stage, R> Instrumented<S, R> {
     where
         R: Recovery<S::Input, S::Output>,
     {
+        if R::NONE && self.timeout.is_none() && ctx.deadline().is_none() {
+            // Nothing to bound or recover: the stage's own future.
+            return self.stage.run(input, ctx).await;
+        }
         let kept = self.recovery.keep(&input);
         match (self.run_bounded(input, ctx).await, kept) {
             (Ok(out), _) => Ok(out),
@@ -634,12 +642,17 @@ impl<S: Stage, R> Instrumented<S, R> {
         // third-party code inside the stage see it (spanline-log stamps
         // trace and span ids from it). Unsampled calls skip this: there is
         // no recorded span for a log line to lead to.
-        let result = if recording {
-            self.run_bounded(input, run_ctx)
-                .with_context(run_ctx.otel_context().clone())
-                .await
+        // With no timeout and no deadline the stage's own future runs, without
+        // the bounding future around it.
+        let run = if self.timeout.is_none() && ctx.deadline().is_none() {
+            Either::Left(self.stage.run(input, run_ctx))
         } else {
-            self.run_bounded(input, run_ctx).await
+            Either::Right(self.run_bounded(input, run_ctx))
+        };
+        let result = if recording {
+            run.with_context(run_ctx.otel_context().clone()).await
+        } else {
+            run.await
         };
         guard.armed = false;
         let elapsed = guard.start.elapsed().as_secs_f64();
