@@ -1,0 +1,31 @@
+//! What the Kafka benches share: telemetry as `spanline::telemetry::init()`
+//! builds it and the SDK-processor reference.
+
+#![allow(dead_code, unreachable_pub)]
+
+use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracerProvider};
+use spanline_telemetry::{SamplerConfig, TelemetryBuilder, TelemetryGuard};
+use spanline_testkit::bench::DiscardExporter;
+
+/// Telemetry as `init()` builds it (`TelemetryBuilder::from_env()`:
+/// spanline's `BoundedBatchProcessor`, the Prometheus recorder), a
+/// discarding exporter in place of OTLP, the given sampler, no global
+/// state.
+pub fn shipped(sampler: SamplerConfig) -> TelemetryGuard {
+    TelemetryBuilder::from_env()
+        .expect("telemetry environment")
+        .traces_exporters([])
+        .span_exporter(DiscardExporter)
+        .sampler(sampler)
+        .build()
+        .expect("telemetry")
+}
+
+/// The reference: the SDK's own `BatchSpanProcessor`, same exporter,
+/// always-on.
+pub fn sdk_batch() -> SdkTracerProvider {
+    SdkTracerProvider::builder()
+        .with_span_processor(BatchSpanProcessor::builder(DiscardExporter).build())
+        .with_sampler(Sampler::AlwaysOn)
+        .build()
+}
