@@ -75,7 +75,10 @@ fn instructions(me: &std::path::Path) {
         let text = std::fs::read_to_string(&out).expect("callgrind output");
         let total = text
             .lines()
-            .find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:")))
+            .find_map(|l| {
+                l.strip_prefix("summary:")
+                    .or_else(|| l.strip_prefix("totals:"))
+            })
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .expect("callgrind totals");
         let _ = std::fs::remove_file(&out);
