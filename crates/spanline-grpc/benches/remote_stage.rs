@@ -26,12 +26,11 @@ use futures_util::Stream;
 use spanline_core::{
     RequestContext, Stage, StageDescriptor, StageError, StageKind, Telemetry, stage_fn,
 };
-use spanline_grpc::proto::stage_worker_client::StageWorkerClient;
 use spanline_grpc::proto::stage_worker_server::{StageWorker, StageWorkerServer};
 use spanline_grpc::proto::{GenerateChunk, RunRequest, RunResponse};
 use spanline_grpc::wire::Raw;
 use spanline_grpc::{PoolConfig, RemoteStage, Worker, WorkerChannel, WorkerPool};
-use support::{echo, echo_bytes, sdk_batch, shipped};
+use support::{connect_uri, echo, echo_bytes, sdk_batch, shipped};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
@@ -111,14 +110,7 @@ fn unary_group<M: Measurement>(c: &mut Criterion<M>, group: &str) {
                 // the worker's stage span per call).
                 let worker = Worker::builder(telemetry.clone()).stage(echo()).build();
                 tokio::spawn(worker.serve(l, std::future::pending()));
-                let raw = StageWorkerClient::new(
-                    tonic::transport::Endpoint::from_shared(format!("http://{raw_addr}"))
-                        .unwrap()
-                        .tcp_nodelay(true)
-                        .connect()
-                        .await
-                        .unwrap(),
-                );
+                let raw = connect_uri(&format!("http://{raw_addr}")).await;
                 let traced: RemoteStage<String, String> =
                     WorkerChannel::connect_lazy(&format!("http://{addr}"), telemetry.clone())
                         .unwrap()
@@ -126,14 +118,7 @@ fn unary_group<M: Measurement>(c: &mut Criterion<M>, group: &str) {
                 // Decomposition: the bare client against the traced worker (the
                 // server side's cost), and the remote stage with telemetry off on
                 // both sides (the plumbing's cost: JSON, boxing, layers).
-                let raw_to_worker = StageWorkerClient::new(
-                    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                        .unwrap()
-                        .tcp_nodelay(true)
-                        .connect()
-                        .await
-                        .unwrap(),
-                );
+                let raw_to_worker = connect_uri(&format!("http://{addr}")).await;
                 let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let off_addr = l.local_addr().unwrap();
                 let worker = Worker::builder(Telemetry::disabled()).stage(echo()).build();

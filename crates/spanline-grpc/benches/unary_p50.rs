@@ -74,7 +74,7 @@ use spanline_grpc::proto::{GenerateChunk, RunRequest, RunResponse};
 use spanline_grpc::wire::Raw;
 use spanline_grpc::{RemoteStage, Worker, WorkerChannel};
 use spanline_testkit::bench::histogram_samples;
-use support::{echo, echo_bytes, sdk_batch, shipped};
+use support::{connect_uri, echo, echo_bytes, sdk_batch, shipped};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -159,17 +159,6 @@ async fn echo_server(echo: Echo) -> String {
             .serve_with_incoming(incoming),
     );
     format!("http://{addr}")
-}
-
-async fn connect(addr: std::net::SocketAddr) -> StageWorkerClient<Channel> {
-    StageWorkerClient::new(
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .unwrap(),
-    )
 }
 
 async fn worker(w: Worker) -> String {
@@ -442,9 +431,4 @@ fn main() {
     println!("prometheus recorder: {series} histogram series, {samples} samples");
     drop(guard);
     let _ = provider.shutdown();
-}
-
-async fn connect_uri(uri: &str) -> StageWorkerClient<Channel> {
-    let addr = uri.trim_start_matches("http://").parse().unwrap();
-    connect(addr).await
 }

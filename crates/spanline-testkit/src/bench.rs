@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use metrics::{Key, KeyName, Metadata, SharedString, Unit};
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{
+    BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+};
 
 /// Drops every batch: an exporter's cost is off the request path, and
 /// keeping the spans would grow the heap for the whole run.
@@ -19,6 +21,15 @@ impl SpanExporter for DiscardExporter {
         std::hint::black_box(batch);
         Ok(())
     }
+}
+
+/// The reference a bench keeps beside spanline's shipped telemetry: the
+/// SDK's own `BatchSpanProcessor` with a [`DiscardExporter`], always-on.
+pub fn sdk_batch() -> SdkTracerProvider {
+    SdkTracerProvider::builder()
+        .with_span_processor(BatchSpanProcessor::builder(DiscardExporter).build())
+        .with_sampler(Sampler::AlwaysOn)
+        .build()
 }
 
 /// A recorder whose counters and histograms are one atomic update each, so

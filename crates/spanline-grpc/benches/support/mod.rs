@@ -4,10 +4,13 @@
 #![allow(dead_code, unreachable_pub)]
 
 use bytes::Bytes;
-use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracerProvider};
 use spanline_core::{Stage, StageDescriptor, StageError, StageKind, stage_fn};
+use spanline_grpc::proto::stage_worker_client::StageWorkerClient;
 use spanline_telemetry::{SamplerConfig, TelemetryBuilder, TelemetryGuard};
 use spanline_testkit::bench::DiscardExporter;
+use tonic::transport::Channel;
+
+pub use spanline_testkit::bench::sdk_batch;
 
 /// Telemetry as `init()` builds it (`TelemetryBuilder::from_env()`:
 /// spanline's `BoundedBatchProcessor`, the Prometheus recorder), a
@@ -23,15 +26,6 @@ pub fn shipped() -> TelemetryGuard {
         .expect("telemetry")
 }
 
-/// The reference: the SDK's own `BatchSpanProcessor`, same exporter and
-/// sampler.
-pub fn sdk_batch() -> SdkTracerProvider {
-    SdkTracerProvider::builder()
-        .with_span_processor(BatchSpanProcessor::builder(DiscardExporter).build())
-        .with_sampler(Sampler::AlwaysOn)
-        .build()
-}
-
 /// The echo stage every traced variant hosts (JSON wire format).
 pub fn echo() -> impl Stage<Input = String, Output = String> {
     stage_fn(
@@ -45,5 +39,18 @@ pub fn echo_bytes() -> impl Stage<Input = Bytes, Output = Bytes> {
     stage_fn(
         StageDescriptor::new("echo", StageKind::Custom),
         |b: Bytes, _| async move { Ok::<_, StageError>(b) },
+    )
+}
+
+/// The generated client, connected to `uri` with `TCP_NODELAY` (the raw
+/// baseline's client).
+pub async fn connect_uri(uri: &str) -> StageWorkerClient<Channel> {
+    StageWorkerClient::new(
+        tonic::transport::Endpoint::from_shared(uri.to_owned())
+            .unwrap()
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .unwrap(),
     )
 }

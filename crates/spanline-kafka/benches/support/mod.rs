@@ -3,9 +3,10 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracerProvider};
 use spanline_telemetry::{SamplerConfig, TelemetryBuilder, TelemetryGuard};
 use spanline_testkit::bench::DiscardExporter;
+
+pub use spanline_testkit::bench::sdk_batch;
 
 /// Telemetry as `init()` builds it (`TelemetryBuilder::from_env()`:
 /// spanline's `BoundedBatchProcessor`, the Prometheus recorder), a
@@ -19,13 +20,4 @@ pub fn shipped(sampler: SamplerConfig) -> TelemetryGuard {
         .sampler(sampler)
         .build()
         .expect("telemetry")
-}
-
-/// The reference: the SDK's own `BatchSpanProcessor`, same exporter,
-/// always-on.
-pub fn sdk_batch() -> SdkTracerProvider {
-    SdkTracerProvider::builder()
-        .with_span_processor(BatchSpanProcessor::builder(DiscardExporter).build())
-        .with_sampler(Sampler::AlwaysOn)
-        .build()
 }
