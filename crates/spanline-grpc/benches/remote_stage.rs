@@ -1,12 +1,21 @@
 //! Traced remote stage vs raw tonic unary on loopback (current-thread
 //! runtime), and fan-out throughput over 1, 2 and 4 workers.
 //!
+//! Telemetry is built as `spanline::telemetry::init()` builds it
+//! (`TelemetryBuilder::from_env()`: spanline's `BoundedBatchProcessor` with
+//! a discarding exporter, the Prometheus recorder, always-on sampler, no
+//! global state); every histogram handle is registered with that shipped
+//! recorder. `traced_remote_stage_sdk_batch` is the reference row: the same
+//! traced call with the SDK's own `BatchSpanProcessor` in place of
+//! spanline's.
+//!
 //! Every unary variant puts the same 66 bytes on the wire (a 64-character
 //! string as JSON, encoded once for the raw client) and gets them back.
 //! The per-call p50 with all variants interleaved, and the SDK's own
 //! floor, are in `benches/unary_p50.rs`.
 
-use spanline_testkit::bench::DiscardExporter;
+mod support;
+
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -14,15 +23,14 @@ use bytes::Bytes;
 use criterion::measurement::Measurement;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::Stream;
-use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
 use spanline_core::{
     RequestContext, Stage, StageDescriptor, StageError, StageKind, Telemetry, stage_fn,
 };
-use spanline_grpc::proto::stage_worker_client::StageWorkerClient;
 use spanline_grpc::proto::stage_worker_server::{StageWorker, StageWorkerServer};
 use spanline_grpc::proto::{GenerateChunk, RunRequest, RunResponse};
 use spanline_grpc::wire::Raw;
 use spanline_grpc::{PoolConfig, RemoteStage, Worker, WorkerChannel, WorkerPool};
+use support::{connect_uri, echo, echo_bytes, sdk_batch, shipped};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
@@ -56,20 +64,6 @@ fn incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<tokio::
     })
 }
 
-fn echo() -> impl Stage<Input = String, Output = String> {
-    stage_fn(
-        StageDescriptor::new("echo", StageKind::Custom),
-        |s: String, _| async move { Ok::<_, StageError>(s) },
-    )
-}
-
-fn echo_bytes() -> impl Stage<Input = Bytes, Output = Bytes> {
-    stage_fn(
-        StageDescriptor::new("echo", StageKind::Custom),
-        |b: Bytes, _| async move { Ok::<_, StageError>(b) },
-    )
-}
-
 fn work() -> impl Stage<Input = u64, Output = u64> {
     stage_fn(
         StageDescriptor::new("work", StageKind::Custom),
@@ -78,14 +72,6 @@ fn work() -> impl Stage<Input = u64, Output = u64> {
             Ok::<_, StageError>(n)
         },
     )
-}
-
-fn telemetry() -> (Telemetry, SdkTracerProvider) {
-    // Sampled spans into a batch processor (what production does).
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(BatchSpanProcessor::builder(DiscardExporter).build())
-        .build();
-    (Telemetry::from_provider(&provider), provider)
 }
 
 fn unary(c: &mut Criterion) {
@@ -97,67 +83,77 @@ fn unary_group<M: Measurement>(c: &mut Criterion<M>, group: &str) {
         .enable_all()
         .build()
         .unwrap();
-    let (telemetry, _provider) = telemetry();
+    let guard = shipped();
+    let telemetry = guard.telemetry();
+    let reference = sdk_batch();
+    let sdk = Telemetry::from_provider(&reference);
+    let recorder = guard
+        .metrics_recorder()
+        .expect("prometheus is on by default");
     let payload = "x".repeat(64);
     let json = Bytes::from(serde_json::to_vec(&payload).unwrap());
-    let (raw, traced, raw_to_worker, untraced, traced_raw) = rt.block_on(async {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let raw_addr = l.local_addr().unwrap();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(StageWorkerServer::new(RawEcho))
-                .serve_with_incoming(incoming(l)),
-        );
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        // A worker as deployed: the stage in its layer (CLIENT, SERVER and
-        // the worker's stage span per call).
-        let worker = Worker::builder(telemetry.clone()).stage(echo()).build();
-        tokio::spawn(worker.serve(l, std::future::pending()));
-        let raw = StageWorkerClient::new(
-            tonic::transport::Endpoint::from_shared(format!("http://{raw_addr}"))
-                .unwrap()
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .unwrap(),
-        );
-        let traced: RemoteStage<String, String> =
-            WorkerChannel::connect_lazy(&format!("http://{addr}"), telemetry.clone())
-                .unwrap()
-                .stage(StageDescriptor::new("echo", StageKind::Custom));
-        // Decomposition: the bare client against the traced worker (the
-        // server side's cost), and the remote stage with telemetry off on
-        // both sides (the plumbing's cost: JSON, boxing, layers).
-        let raw_to_worker = StageWorkerClient::new(
-            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .unwrap(),
-        );
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let off_addr = l.local_addr().unwrap();
-        let worker = Worker::builder(Telemetry::disabled()).stage(echo()).build();
-        tokio::spawn(worker.serve(l, std::future::pending()));
-        let untraced: RemoteStage<String, String> =
-            WorkerChannel::connect_lazy(&format!("http://{off_addr}"), Telemetry::disabled())
+    // Every handle is registered with the shipped recorder while the
+    // variants are built.
+    let (raw, traced, raw_to_worker, untraced, traced_raw, traced_sdk) =
+        metrics::with_local_recorder(recorder, || {
+            rt.block_on(async {
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let raw_addr = l.local_addr().unwrap();
+                tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .add_service(StageWorkerServer::new(RawEcho))
+                        .serve_with_incoming(incoming(l)),
+                );
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = l.local_addr().unwrap();
+                // A worker as deployed: the stage in its layer (CLIENT, SERVER and
+                // the worker's stage span per call).
+                let worker = Worker::builder(telemetry.clone()).stage(echo()).build();
+                tokio::spawn(worker.serve(l, std::future::pending()));
+                let raw = connect_uri(&format!("http://{raw_addr}")).await;
+                let traced: RemoteStage<String, String> =
+                    WorkerChannel::connect_lazy(&format!("http://{addr}"), telemetry.clone())
+                        .unwrap()
+                        .stage(StageDescriptor::new("echo", StageKind::Custom));
+                // Decomposition: the bare client against the traced worker (the
+                // server side's cost), and the remote stage with telemetry off on
+                // both sides (the plumbing's cost: JSON, boxing, layers).
+                let raw_to_worker = connect_uri(&format!("http://{addr}")).await;
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let off_addr = l.local_addr().unwrap();
+                let worker = Worker::builder(Telemetry::disabled()).stage(echo()).build();
+                tokio::spawn(worker.serve(l, std::future::pending()));
+                let untraced: RemoteStage<String, String> = WorkerChannel::connect_lazy(
+                    &format!("http://{off_addr}"),
+                    Telemetry::disabled(),
+                )
                 .unwrap()
                 .stage(StageDescriptor::new("echo", StageKind::Custom));
-        // The same bytes in the `Raw` wire format: no JSON on either side.
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let raw_fmt_addr = l.local_addr().unwrap();
-        let worker = Worker::builder(telemetry.clone())
-            .stage_in(Raw, echo_bytes())
-            .build();
-        tokio::spawn(worker.serve(l, std::future::pending()));
-        let traced_raw: RemoteStage<Bytes, Bytes, Raw> =
-            WorkerChannel::connect_lazy(&format!("http://{raw_fmt_addr}"), telemetry.clone())
+                // The same bytes in the `Raw` wire format: no JSON on either side.
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let raw_fmt_addr = l.local_addr().unwrap();
+                let worker = Worker::builder(telemetry.clone())
+                    .stage_in(Raw, echo_bytes())
+                    .build();
+                tokio::spawn(worker.serve(l, std::future::pending()));
+                let traced_raw: RemoteStage<Bytes, Bytes, Raw> = WorkerChannel::connect_lazy(
+                    &format!("http://{raw_fmt_addr}"),
+                    telemetry.clone(),
+                )
                 .unwrap()
                 .stage_in(Raw, StageDescriptor::new("echo", StageKind::Custom));
-        (raw, traced, raw_to_worker, untraced, traced_raw)
-    });
+                // The reference: the same traced call, SDK batch processor.
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let sdk_addr = l.local_addr().unwrap();
+                let worker = Worker::builder(sdk.clone()).stage(echo()).build();
+                tokio::spawn(worker.serve(l, std::future::pending()));
+                let traced_sdk: RemoteStage<String, String> =
+                    WorkerChannel::connect_lazy(&format!("http://{sdk_addr}"), sdk.clone())
+                        .unwrap()
+                        .stage(StageDescriptor::new("echo", StageKind::Custom));
+                (raw, traced, raw_to_worker, untraced, traced_raw, traced_sdk)
+            })
+        });
     let mut g = c.benchmark_group(group);
     g.measurement_time(Duration::from_secs(4))
         .warm_up_time(Duration::from_secs(1));
@@ -214,7 +210,18 @@ fn unary_group<M: Measurement>(c: &mut Criterion<M>, group: &str) {
             async move { traced.run(payload, &ctx).await.unwrap() }
         })
     });
+    g.bench_function("traced_remote_stage_sdk_batch", |b| {
+        b.to_async(&rt).iter(|| {
+            let traced = traced_sdk.clone();
+            let payload = payload.clone();
+            let ctx = ctx.clone();
+            async move { traced.run(payload, &ctx).await.unwrap() }
+        })
+    });
     g.finish();
+    drop(rt);
+    drop(guard);
+    let _ = reference.shutdown();
 }
 
 fn fan_out(c: &mut Criterion) {
@@ -223,7 +230,11 @@ fn fan_out(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (telemetry, _provider) = telemetry();
+    let guard = shipped();
+    let telemetry = guard.telemetry();
+    let recorder = guard
+        .metrics_recorder()
+        .expect("prometheus is on by default");
     let mut g = c.benchmark_group("grpc_fan_out");
     g.measurement_time(Duration::from_secs(4))
         .warm_up_time(Duration::from_secs(1))
@@ -231,20 +242,22 @@ fn fan_out(c: &mut Criterion) {
     const BATCH: usize = 32;
     g.throughput(Throughput::Elements(BATCH as u64));
     for workers in [1usize, 2, 4] {
-        let remote: RemoteStage<u64, u64> = rt.block_on(async {
-            let mut uris = Vec::new();
-            for _ in 0..workers {
-                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                uris.push(format!("http://{}", l.local_addr().unwrap()));
-                // Each worker serves one call at a time (a model worker).
-                let worker = Worker::builder(Telemetry::disabled())
-                    .stage_as("work", Serial::new(work()))
-                    .build();
-                tokio::spawn(worker.serve(l, std::future::pending()));
-            }
-            WorkerPool::new(uris, telemetry.clone(), PoolConfig::default())
-                .unwrap()
-                .stage(StageDescriptor::new("work", StageKind::Custom))
+        let remote: RemoteStage<u64, u64> = metrics::with_local_recorder(recorder, || {
+            rt.block_on(async {
+                let mut uris = Vec::new();
+                for _ in 0..workers {
+                    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                    uris.push(format!("http://{}", l.local_addr().unwrap()));
+                    // Each worker serves one call at a time (a model worker).
+                    let worker = Worker::builder(Telemetry::disabled())
+                        .stage_as("work", Serial::new(work()))
+                        .build();
+                    tokio::spawn(worker.serve(l, std::future::pending()));
+                }
+                WorkerPool::new(uris, telemetry.clone(), PoolConfig::default())
+                    .unwrap()
+                    .stage(StageDescriptor::new("work", StageKind::Custom))
+            })
         });
         let ctx = RequestContext::new();
         g.bench_with_input(BenchmarkId::new("workers", workers), &workers, |b, _| {

@@ -1,14 +1,23 @@
 //! Per-call p50 of a unary call on loopback: raw tonic vs the remote stage
 //! and the SDK's own floor, interleaved so the machine's load drifts over
-//! all variants alike (the budget: traced remote stage ≤ raw + 3 µs at p50).
+//! all variants alike (the goal: traced remote stage Δp50 ≤ the floor of
+//! three bare SDK spans + W3C, `floor_sdk_3_spans_w3c`, + 2 µs).
 //!
 //! `cargo bench -p spanline-grpc --bench unary_p50` runs `ROUNDS` rounds;
 //! each round runs `PER_ROUND` calls of every variant (the order rotates
 //! from round to round) and keeps the wall time of each call. The report is
 //! the p50 / p90 / p99 of those per-call times and the p50 difference to
-//! `raw_tonic`. One current-thread runtime hosts the clients and servers;
-//! sampled spans go to the SDK's batch processor with a discarding
-//! exporter; histograms to a recorder whose handles do an atomic add.
+//! `raw_tonic`. One current-thread runtime hosts the clients and servers.
+//!
+//! Telemetry is built as `spanline::telemetry::init()` builds it
+//! (`TelemetryBuilder::from_env()`, spanline's `BoundedBatchProcessor`,
+//! the Prometheus recorder), with a discarding exporter in place of OTLP and
+//! an always-on sampler, and nothing installed globally. Every histogram
+//! handle (client, server, stage, pipeline) is registered with that shipped
+//! Prometheus recorder (`metrics::with_local_recorder` while the variants
+//! are built). Unless its name ends in `_sdk_batch`, a variant that makes
+//! spans makes them through that shipped processor — the SDK floors too, so
+//! traced − floor is the layer's own cost.
 //!
 //! Every variant puts the same 66 bytes on the wire (a 64-character string
 //! as JSON) in a `RunRequest` for stage `echo`, and gets them back:
@@ -34,11 +43,20 @@
 //!   worker (the server side's share).
 //! - `traced_in_pipeline`: the remote stage as step 0 of a caller pipeline
 //!   (adds the caller's root and stage spans).
+//! - Reference rows, `*_sdk_batch`: `floor_sdk_3_spans_w3c` and
+//!   `traced_remote_stage_json` with the SDK's own `BatchSpanProcessor`
+//!   (same discarding exporter, same recorder) in place of spanline's.
+//!
+//! After the run the bench prints the shipped processor's export counters
+//! (every span exported, none dropped) and how many histogram samples the
+//! Prometheus recorder holds.
 //!
 //! Environment: `SPANLINE_BENCH_ROUNDS` (default 200), `SPANLINE_BENCH_ONLY`
-//! (run one variant only, for `perf record`).
+//! (run one variant only, for `perf stat` / callgrind); the `OTEL_*` /
+//! `SPANLINE_*` variables `init()` reads.
 
-use spanline_testkit::bench::{AtomicRecorder, DiscardExporter};
+mod support;
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,15 +65,16 @@ use bytes::Bytes;
 use futures_util::Stream;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanBuilder, SpanKind, TraceContextExt};
-use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
 use spanline_core::{
-    Pipeline, RequestContext, Stage, StageDescriptor, StageError, StageKind, Telemetry, stage_fn,
+    Pipeline, RequestContext, Stage, StageDescriptor, StageError, StageKind, Telemetry,
 };
 use spanline_grpc::proto::stage_worker_client::StageWorkerClient;
 use spanline_grpc::proto::stage_worker_server::{StageWorker, StageWorkerServer};
 use spanline_grpc::proto::{GenerateChunk, RunRequest, RunResponse};
 use spanline_grpc::wire::Raw;
 use spanline_grpc::{RemoteStage, Worker, WorkerChannel};
+use spanline_testkit::bench::histogram_samples;
+use support::{connect_uri, echo, echo_bytes, sdk_batch, shipped};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -142,31 +161,6 @@ async fn echo_server(echo: Echo) -> String {
     format!("http://{addr}")
 }
 
-fn echo() -> impl Stage<Input = String, Output = String> {
-    stage_fn(
-        StageDescriptor::new("echo", StageKind::Custom),
-        |s: String, _| async move { Ok::<_, StageError>(s) },
-    )
-}
-
-fn echo_bytes() -> impl Stage<Input = Bytes, Output = Bytes> {
-    stage_fn(
-        StageDescriptor::new("echo", StageKind::Custom),
-        |b: Bytes, _| async move { Ok::<_, StageError>(b) },
-    )
-}
-
-async fn connect(addr: std::net::SocketAddr) -> StageWorkerClient<Channel> {
-    StageWorkerClient::new(
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .unwrap(),
-    )
-}
-
 async fn worker(w: Worker) -> String {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -244,11 +238,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    metrics::set_global_recorder(AtomicRecorder).unwrap();
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(BatchSpanProcessor::builder(DiscardExporter).build())
-        .build();
-    let t = Telemetry::from_provider(&provider);
+    let guard = shipped();
+    let t = guard.telemetry();
+    let provider = sdk_batch();
+    let sdk = Telemetry::from_provider(&provider);
     let off = Telemetry::disabled();
     let text = "x".repeat(64);
     let input = Input {
@@ -258,102 +251,123 @@ fn main() {
     };
     let d = || StageDescriptor::new("echo", StageKind::Custom);
 
-    let variants: Vec<(&str, Variant)> = rt.block_on(async {
-        let raw = echo_server(Echo {
-            spans: None,
-            w3c: false,
+    let recorder = guard
+        .metrics_recorder()
+        .expect("prometheus is on by default");
+    // Every handle is registered while the variants are built.
+    let variants: Vec<(&str, Variant)> = metrics::with_local_recorder(recorder, || {
+        rt.block_on(async {
+            let raw = echo_server(Echo {
+                spans: None,
+                w3c: false,
+            })
+            .await;
+            let floor2 = echo_server(Echo {
+                spans: Some((t.clone(), false)),
+                w3c: false,
+            })
+            .await;
+            let floor3 = echo_server(Echo {
+                spans: Some((t.clone(), true)),
+                w3c: false,
+            })
+            .await;
+            let floor3_w3c = echo_server(Echo {
+                spans: Some((t.clone(), true)),
+                w3c: true,
+            })
+            .await;
+            let floor3_w3c_sdk = echo_server(Echo {
+                spans: Some((sdk.clone(), true)),
+                w3c: true,
+            })
+            .await;
+            let traced = worker(
+                Worker::builder(t.clone())
+                    .stage(echo())
+                    .stage_as("echo_as", echo())
+                    .build(),
+            )
+            .await;
+            let traced_raw = worker(
+                Worker::builder(t.clone())
+                    .stage_in(Raw, echo_bytes())
+                    .build(),
+            )
+            .await;
+            let traced_sdk = worker(Worker::builder(sdk.clone()).stage(echo()).build()).await;
+            let untraced = worker(Worker::builder(off.clone()).stage(echo()).build()).await;
+            let untraced_raw = worker(
+                Worker::builder(off.clone())
+                    .stage_in(Raw, echo_bytes())
+                    .build(),
+            )
+            .await;
+            let channel =
+                |uri: &str, t: &Telemetry| WorkerChannel::connect_lazy(uri, t.clone()).unwrap();
+            let traced_json: RemoteStage<String, String> = channel(&traced, &t).stage(d());
+            let pipeline = Arc::new(
+                Pipeline::builder("caller")
+                    .telemetry(t.clone())
+                    .then(traced_json.clone())
+                    .build(),
+            );
+            vec![
+                (
+                    "raw_tonic",
+                    Variant::Raw(connect_uri(&raw).await, None, false),
+                ),
+                (
+                    "floor_sdk_2_spans",
+                    Variant::Raw(connect_uri(&floor2).await, Some(t.clone()), false),
+                ),
+                (
+                    "floor_sdk_3_spans",
+                    Variant::Raw(connect_uri(&floor3).await, Some(t.clone()), false),
+                ),
+                (
+                    "floor_sdk_3_spans_w3c",
+                    Variant::Raw(connect_uri(&floor3_w3c).await, Some(t.clone()), true),
+                ),
+                (
+                    "untraced_remote_stage_json",
+                    Variant::Json(channel(&untraced, &off).stage(d())),
+                ),
+                (
+                    "untraced_remote_stage_raw",
+                    Variant::Raw2(channel(&untraced_raw, &off).stage_in(Raw, d())),
+                ),
+                ("traced_remote_stage_json", Variant::Json(traced_json)),
+                (
+                    "traced_remote_stage_raw",
+                    Variant::Raw2(channel(&traced_raw, &t).stage_in(Raw, d())),
+                ),
+                (
+                    "traced_remote_stage_as",
+                    Variant::Json(channel(&traced, &t).stage(d()).worker_stage("echo_as")),
+                ),
+                (
+                    "raw_client_to_traced_worker",
+                    Variant::Raw(connect_uri(&traced).await, None, false),
+                ),
+                (
+                    "traced_in_pipeline",
+                    Variant::InPipeline(Box::new(move |input: String| {
+                        let p = pipeline.clone();
+                        Box::pin(async move { p.run(input, &RequestContext::new()).await })
+                            as BoxedRun
+                    })),
+                ),
+                (
+                    "floor_sdk_3_spans_w3c_sdk_batch",
+                    Variant::Raw(connect_uri(&floor3_w3c_sdk).await, Some(sdk.clone()), true),
+                ),
+                (
+                    "traced_remote_stage_json_sdk_batch",
+                    Variant::Json(channel(&traced_sdk, &sdk).stage(d())),
+                ),
+            ]
         })
-        .await;
-        let floor2 = echo_server(Echo {
-            spans: Some((t.clone(), false)),
-            w3c: false,
-        })
-        .await;
-        let floor3 = echo_server(Echo {
-            spans: Some((t.clone(), true)),
-            w3c: false,
-        })
-        .await;
-        let floor3_w3c = echo_server(Echo {
-            spans: Some((t.clone(), true)),
-            w3c: true,
-        })
-        .await;
-        let traced = worker(
-            Worker::builder(t.clone())
-                .stage(echo())
-                .stage_as("echo_as", echo())
-                .build(),
-        )
-        .await;
-        let traced_raw = worker(
-            Worker::builder(t.clone())
-                .stage_in(Raw, echo_bytes())
-                .build(),
-        )
-        .await;
-        let untraced = worker(Worker::builder(off.clone()).stage(echo()).build()).await;
-        let untraced_raw = worker(
-            Worker::builder(off.clone())
-                .stage_in(Raw, echo_bytes())
-                .build(),
-        )
-        .await;
-        let channel =
-            |uri: &str, t: &Telemetry| WorkerChannel::connect_lazy(uri, t.clone()).unwrap();
-        let traced_json: RemoteStage<String, String> = channel(&traced, &t).stage(d());
-        let pipeline = Arc::new(
-            Pipeline::builder("caller")
-                .telemetry(t.clone())
-                .then(traced_json.clone())
-                .build(),
-        );
-        vec![
-            (
-                "raw_tonic",
-                Variant::Raw(connect_uri(&raw).await, None, false),
-            ),
-            (
-                "floor_sdk_2_spans",
-                Variant::Raw(connect_uri(&floor2).await, Some(t.clone()), false),
-            ),
-            (
-                "floor_sdk_3_spans",
-                Variant::Raw(connect_uri(&floor3).await, Some(t.clone()), false),
-            ),
-            (
-                "floor_sdk_3_spans_w3c",
-                Variant::Raw(connect_uri(&floor3_w3c).await, Some(t.clone()), true),
-            ),
-            (
-                "untraced_remote_stage_json",
-                Variant::Json(channel(&untraced, &off).stage(d())),
-            ),
-            (
-                "untraced_remote_stage_raw",
-                Variant::Raw2(channel(&untraced_raw, &off).stage_in(Raw, d())),
-            ),
-            ("traced_remote_stage_json", Variant::Json(traced_json)),
-            (
-                "traced_remote_stage_raw",
-                Variant::Raw2(channel(&traced_raw, &t).stage_in(Raw, d())),
-            ),
-            (
-                "traced_remote_stage_as",
-                Variant::Json(channel(&traced, &t).stage(d()).worker_stage("echo_as")),
-            ),
-            (
-                "raw_client_to_traced_worker",
-                Variant::Raw(connect_uri(&traced).await, None, false),
-            ),
-            (
-                "traced_in_pipeline",
-                Variant::InPipeline(Box::new(move |input: String| {
-                    let p = pipeline.clone();
-                    Box::pin(async move { p.run(input, &RequestContext::new()).await }) as BoxedRun
-                })),
-            ),
-        ]
     });
     let variants: Vec<_> = variants
         .into_iter()
@@ -390,7 +404,7 @@ fn main() {
         .position(|(n, _)| *n == "raw_tonic")
         .map(|i| p50s[i]);
     println!(
-        "{:<30} {:>10} {:>10} {:>10} {:>12}",
+        "{:<36} {:>10} {:>10} {:>10} {:>12}",
         "variant", "p50 µs", "p90 µs", "p99 µs", "Δp50 µs"
     );
     let us = |d: Duration| d.as_secs_f64() * 1e6;
@@ -400,7 +414,7 @@ fn main() {
             format!("{:+.1}", us(p50s[i]) - us(r))
         });
         println!(
-            "{:<30} {:>10.1} {:>10.1} {:>10.1} {:>12}",
+            "{:<36} {:>10.1} {:>10.1} {:>10.1} {:>12}",
             name,
             us(p50s[i]),
             us(percentile(t, 0.9)),
@@ -410,10 +424,11 @@ fn main() {
     }
     println!("calls per variant: {}", rounds * PER_ROUND);
     drop(rt);
+    let _ = guard.force_flush();
+    println!("shipped processor: {:?}", guard.export_stats());
+    let rendered = guard.prometheus().map(|h| h.render()).unwrap_or_default();
+    let (series, samples) = histogram_samples(&rendered);
+    println!("prometheus recorder: {series} histogram series, {samples} samples");
+    drop(guard);
     let _ = provider.shutdown();
-}
-
-async fn connect_uri(uri: &str) -> StageWorkerClient<Channel> {
-    let addr = uri.trim_start_matches("http://").parse().unwrap();
-    connect(addr).await
 }

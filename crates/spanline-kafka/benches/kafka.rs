@@ -3,21 +3,28 @@
 //!
 //! - `producer_1KiB`: 1,000 messages of 1 KiB in flight, all delivery
 //!   reports awaited; raw `FutureProducer::send_result` vs
-//!   `TracedProducer::enqueue` (sampled spans into a batch processor with a
-//!   discarding exporter, and telemetry disabled). Budget: traced ≥ 95 % of
-//!   raw throughput.
+//!   `TracedProducer::enqueue` (sampled, and telemetry disabled). Goal:
+//!   traced ≥ 95 % of raw throughput. The interleaved ratio with the SDK's
+//!   floor is `benches/producer_ratio.rs`.
 //! - `round_trip`: one request/reply exchange; raw (produce → echo
 //!   worker → produce → consume, all bare rdkafka) vs `RequestReply` +
 //!   `Worker`/`StageHandler`. p50/p99 over 300 sequential calls are
 //!   printed as well.
+//!
+//! Telemetry is built as `spanline::telemetry::init()` builds it
+//! (`TelemetryBuilder::from_env()`: spanline's `BoundedBatchProcessor` with
+//! a discarding exporter, the Prometheus recorder, always-on sampler, no
+//! global state), and the clients' handles are registered with that shipped
+//! recorder. Reference rows, `*_sdk_batch`: the same traced variant with
+//! the SDK's own `BatchSpanProcessor` in place of spanline's.
 
-use spanline_testkit::bench::DiscardExporter;
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::future::join_all;
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -27,6 +34,8 @@ use spanline_kafka::{
     EmbeddedBroker, KafkaConfig, Outgoing, RequestReply, RequestReplyConfig, StageHandler,
     TracedProducer, Worker, WorkerConfig,
 };
+use spanline_telemetry::{SamplerConfig, TelemetryGuard};
+use support::{sdk_batch, shipped};
 
 const BATCH: usize = 1_000;
 
@@ -53,11 +62,15 @@ fn producer_throughput(c: &mut Criterion) {
         .set("linger.ms", "5")
         .create()
         .expect("raw producer");
-    let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(DiscardExporter)
-        .build();
-    let traced = TracedProducer::new(&kafka, Telemetry::from_provider(&provider)).expect("traced");
-    let untraced = TracedProducer::new(&kafka, Telemetry::disabled()).expect("untraced");
+    let guard = shipped(SamplerConfig::AlwaysOn);
+    let reference = sdk_batch();
+    let (traced, untraced, traced_sdk) = with_recorder(&guard, || {
+        (
+            TracedProducer::new(&kafka, guard.telemetry()).expect("traced"),
+            TracedProducer::new(&kafka, Telemetry::disabled()).expect("untraced"),
+            TracedProducer::new(&kafka, Telemetry::from_provider(&reference)).expect("reference"),
+        )
+    });
     let ctx = RequestContext::new();
 
     let mut group = c.benchmark_group("producer_1KiB");
@@ -80,7 +93,11 @@ fn producer_throughput(c: &mut Criterion) {
             }
         })
     });
-    for (name, producer) in [("traced_sampled", &traced), ("traced_disabled", &untraced)] {
+    for (name, producer) in [
+        ("traced_sampled", &traced),
+        ("traced_disabled", &untraced),
+        ("traced_sampled_sdk_batch", &traced_sdk),
+    ] {
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| async {
                 let futs: Vec<_> = (0..BATCH)
@@ -97,8 +114,18 @@ fn producer_throughput(c: &mut Criterion) {
         });
     }
     group.finish();
-    drop((raw, traced, untraced));
-    let _ = provider.shutdown();
+    drop((raw, traced, untraced, traced_sdk));
+    drop(guard);
+    let _ = reference.shutdown();
+}
+
+/// `f` with the shipped Prometheus recorder current, so every handle the
+/// clients register lands there.
+fn with_recorder<T>(guard: &TelemetryGuard, f: impl FnOnce() -> T) -> T {
+    let recorder = guard
+        .metrics_recorder()
+        .expect("prometheus is on by default");
+    metrics::with_local_recorder(recorder, f)
 }
 
 fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
@@ -117,6 +144,8 @@ fn round_trip(c: &mut Criterion) {
         "bench.raw.rep",
         "bench.rr.req",
         "bench.rr.rep",
+        "bench.rr-sdk.req",
+        "bench.rr-sdk.rep",
     ] {
         broker.create_topic(t, 1).expect("topic");
     }
@@ -160,42 +189,23 @@ fn round_trip(c: &mut Criterion) {
         }
     });
 
-    // spanline: RequestReply stage served by a StageHandler worker.
+    // spanline: RequestReply stage served by a StageHandler worker, with
+    // the shipped telemetry and (reference) the SDK's batch processor.
     let kafka = KafkaConfig::new().without_env().embedded(broker.clone());
-    let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(DiscardExporter)
-        .build();
-    let telemetry = Telemetry::from_provider(&provider);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = Worker::build(
-        &kafka,
-        telemetry.clone(),
-        WorkerConfig::assign("rr-bench", "bench.rr.req", &[0]),
-        |p| {
-            StageHandler::new(
-                stage_fn(
-                    StageDescriptor::new("echo", StageKind::Custom),
-                    |s: String, _ctx| async move { Ok(s) },
-                ),
-                p.clone(),
-            )
-        },
-    )
-    .expect("worker");
-    let worker = rt.spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
-    let stage: RequestReply<String, String> = rt
-        .block_on(RequestReply::connect(
+    let guard = shipped(SamplerConfig::AlwaysOn);
+    let reference = sdk_batch();
+    let (stage, stop, worker) = with_recorder(&guard, || {
+        echo_over_kafka(&rt, &kafka, guard.telemetry(), "rr-bench", "bench.rr")
+    });
+    let (stage_sdk, stop_sdk, worker_sdk) = with_recorder(&guard, || {
+        echo_over_kafka(
+            &rt,
             &kafka,
-            telemetry,
-            RequestReplyConfig::new(
-                StageDescriptor::new("remote-echo", StageKind::Custom),
-                "bench.rr.req",
-                "bench.rr.rep",
-            ),
-        ))
-        .expect("connect");
+            Telemetry::from_provider(&reference),
+            "rr-sdk-bench",
+            "bench.rr-sdk",
+        )
+    });
     let body = "x".repeat(256);
     let raw_call = || async {
         raw_client
@@ -214,11 +224,16 @@ fn round_trip(c: &mut Criterion) {
         let out = stage.run(body.clone(), &ctx).await.expect("reply");
         assert_eq!(out.len(), body.len());
     };
+    let rr_sdk_call = || async {
+        let out = stage_sdk.run(body.clone(), &ctx).await.expect("reply");
+        assert_eq!(out.len(), body.len());
+    };
     // Warm up (connections, first fetches) before measuring.
     rt.block_on(async {
         for _ in 0..20 {
             raw_call().await;
             rr_call().await;
+            rr_sdk_call().await;
         }
     });
 
@@ -227,10 +242,13 @@ fn round_trip(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(4));
     group.bench_function("raw_rdkafka_echo", |b| b.to_async(&rt).iter(raw_call));
     group.bench_function("request_reply", |b| b.to_async(&rt).iter(rr_call));
+    group.bench_function("request_reply_sdk_batch", |b| {
+        b.to_async(&rt).iter(rr_sdk_call)
+    });
     group.finish();
 
     rt.block_on(async {
-        let (mut raw, mut rr) = (Vec::new(), Vec::new());
+        let (mut raw, mut rr, mut rr_sdk) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..300 {
             let t = Instant::now();
             raw_call().await;
@@ -238,16 +256,74 @@ fn round_trip(c: &mut Criterion) {
             let t = Instant::now();
             rr_call().await;
             rr.push(t.elapsed());
+            let t = Instant::now();
+            rr_sdk_call().await;
+            rr_sdk.push(t.elapsed());
         }
-        let (r50, r99) = percentiles(raw);
-        let (s50, s99) = percentiles(rr);
-        println!("round_trip raw_rdkafka_echo: p50 {r50:?} p99 {r99:?}");
-        println!("round_trip request_reply:    p50 {s50:?} p99 {s99:?}");
+        for (name, times) in [
+            ("raw_rdkafka_echo", raw),
+            ("request_reply", rr),
+            ("request_reply_sdk_batch", rr_sdk),
+        ] {
+            let (p50, p99) = percentiles(times);
+            println!("round_trip {name:<24} p50 {p50:?} p99 {p99:?}");
+        }
     });
-    let _ = stop.send(());
-    let _ = rt.block_on(worker);
+    for (stop, worker) in [(stop, worker), (stop_sdk, worker_sdk)] {
+        let _ = stop.send(());
+        let _ = rt.block_on(worker);
+    }
     echo.abort();
-    let _ = provider.shutdown();
+    drop(guard);
+    let _ = reference.shutdown();
+}
+
+type Stop = tokio::sync::oneshot::Sender<()>;
+type Running =
+    tokio::task::JoinHandle<Result<spanline_kafka::WorkerReport, spanline_kafka::KafkaError>>;
+
+/// A `RequestReply` stage on `{topics}.req` / `{topics}.rep`, answered by
+/// an echo `Worker` with a `StageHandler`, both emitting through
+/// `telemetry`; the sender stops the worker.
+fn echo_over_kafka(
+    rt: &tokio::runtime::Runtime,
+    kafka: &KafkaConfig,
+    telemetry: Telemetry,
+    group: &str,
+    topics: &str,
+) -> (RequestReply<String, String>, Stop, Running) {
+    let (req, rep) = (format!("{topics}.req"), format!("{topics}.rep"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = Worker::build(
+        kafka,
+        telemetry.clone(),
+        WorkerConfig::assign(group, &req, &[0]),
+        |p| {
+            StageHandler::new(
+                stage_fn(
+                    StageDescriptor::new("echo", StageKind::Custom),
+                    |s: String, _ctx| async move { Ok(s) },
+                ),
+                p.clone(),
+            )
+        },
+    )
+    .expect("worker");
+    let worker = rt.spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    let stage = rt
+        .block_on(RequestReply::connect(
+            kafka,
+            telemetry,
+            RequestReplyConfig::new(
+                StageDescriptor::new("remote-echo", StageKind::Custom),
+                &req,
+                &rep,
+            ),
+        ))
+        .expect("connect");
+    (stage, stop, worker)
 }
 
 criterion_group!(benches, producer_throughput, round_trip);

@@ -11,6 +11,15 @@
 //! variants ran back to back, so this one is the least sensitive to load
 //! swings).
 //!
+//! Telemetry is built as `spanline::telemetry::init()` builds it
+//! (`TelemetryBuilder::from_env()`: spanline's `BoundedBatchProcessor` with
+//! a discarding exporter in place of OTLP, the Prometheus recorder, nothing
+//! installed globally). The producers' counters and histograms are
+//! registered with that shipped Prometheus recorder. Unless its name ends in
+//! `_sdk_batch`, every variant that makes spans makes them through the
+//! shipped processor — the SDK floors too, so traced − floor is the
+//! layer's own cost.
+//!
 //! Variants: `raw_rdkafka` (`FutureProducer::send_result`),
 //! `raw_with_headers` (the same, each message carrying a fixed
 //! `traceparent` and send-timestamp header: what the headers alone cost),
@@ -18,18 +27,24 @@
 //! headers: what the SDK alone costs), `floor_sdk_span_w3c` (the same
 //! plus the headers any traced send needs: `traceparent` through
 //! `inject_headers` and a send timestamp, built the plain rdkafka way),
-//! `traced_sampled` (`TracedProducer::enqueue`, a `send` span per message
-//! into the SDK's batch processor with a discarding exporter),
-//! `traced_unsampled` (an always-off sampler: no span recorded, but the
-//! `traceparent` header is still sent, flags `00`), `traced_disabled`
-//! (`Telemetry::disabled()`: no span and, with no parent in the request
-//! context, no `traceparent`: only the send-timestamp header). Histograms
-//! and counters go to a recorder whose handles do an atomic add.
+//! `traced_sampled` (`TracedProducer::enqueue`, a `send` span per message,
+//! always-on), `traced_unsampled` (an always-off sampler: no span
+//! recorded, but the `traceparent` header is still sent, flags `00`),
+//! `traced_disabled` (`Telemetry::disabled()`: no span and, with no parent
+//! in the request context, no `traceparent`: only the send-timestamp
+//! header). Reference rows with the SDK's own `BatchSpanProcessor` (same
+//! exporter and recorder): `floor_sdk_span_w3c_sdk_batch`,
+//! `traced_sampled_sdk_batch`.
+//!
+//! After the run the bench prints the shipped processor's export counters
+//! and the histogram samples the Prometheus recorder holds.
 //!
 //! Environment: `SPANLINE_BENCH_ROUNDS` (default 60), `SPANLINE_BENCH_ONLY`
-//! (one variant, for `perf record`).
+//! (one variant, for `perf stat` / callgrind); the `OTEL_*` / `SPANLINE_*`
+//! variables `init()` reads.
 
-use spanline_testkit::bench::{AtomicRecorder, DiscardExporter};
+mod support;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,12 +52,14 @@ use futures_util::FutureExt;
 use futures_util::future::join_all;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanBuilder, SpanKind, TraceContextExt};
-use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracerProvider};
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use spanline_core::{RequestContext, Telemetry};
 use spanline_kafka::{EmbeddedBroker, KafkaConfig, Outgoing, TracedProducer, inject_headers};
+use spanline_telemetry::SamplerConfig;
+use spanline_testkit::bench::histogram_samples;
+use support::{sdk_batch, shipped};
 
 const BATCH: usize = 1_000;
 const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -154,7 +171,6 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
     let only = std::env::var("SPANLINE_BENCH_ONLY").ok();
-    metrics::set_global_recorder(AtomicRecorder).expect("recorder");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -172,45 +188,44 @@ fn main() {
         .set("linger.ms", "5")
         .create()
         .expect("raw producer");
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(BatchSpanProcessor::builder(DiscardExporter).build())
-        .build();
-    let unsampled = SdkTracerProvider::builder()
-        .with_sampler(Sampler::AlwaysOff)
-        .with_span_processor(BatchSpanProcessor::builder(DiscardExporter).build())
-        .build();
+    let sampled = shipped(SamplerConfig::AlwaysOn);
+    let unsampled = shipped(SamplerConfig::AlwaysOff);
+    let reference = sdk_batch();
+    let (t, off, sdk) = (
+        sampled.telemetry(),
+        unsampled.telemetry(),
+        Telemetry::from_provider(&reference),
+    );
+    let recorder = sampled
+        .metrics_recorder()
+        .expect("prometheus is on by default");
+    // The producers register their handles with the shipped recorder.
+    let traced = |t: &Telemetry| {
+        metrics::with_local_recorder(recorder, || TracedProducer::new(&kafka, t.clone()))
+            .expect("traced producer")
+    };
     let variants: Vec<(&str, Variant)> = vec![
         ("raw_rdkafka", Variant::Raw(raw.clone(), None, false)),
         ("raw_with_headers", Variant::Raw(raw.clone(), None, true)),
         (
             "floor_sdk_span",
-            Variant::Raw(
-                raw.clone(),
-                Some(Telemetry::from_provider(&provider)),
-                false,
-            ),
+            Variant::Raw(raw.clone(), Some(t.clone()), false),
         ),
         (
             "floor_sdk_span_w3c",
-            Variant::Raw(raw, Some(Telemetry::from_provider(&provider)), true),
+            Variant::Raw(raw.clone(), Some(t.clone()), true),
         ),
-        (
-            "traced_sampled",
-            Variant::Traced(
-                TracedProducer::new(&kafka, Telemetry::from_provider(&provider)).expect("traced"),
-            ),
-        ),
-        (
-            "traced_unsampled",
-            Variant::Traced(
-                TracedProducer::new(&kafka, Telemetry::from_provider(&unsampled))
-                    .expect("unsampled"),
-            ),
-        ),
+        ("traced_sampled", Variant::Traced(traced(&t))),
+        ("traced_unsampled", Variant::Traced(traced(&off))),
         (
             "traced_disabled",
-            Variant::Traced(TracedProducer::new(&kafka, Telemetry::disabled()).expect("untraced")),
+            Variant::Traced(traced(&Telemetry::disabled())),
         ),
+        (
+            "floor_sdk_span_w3c_sdk_batch",
+            Variant::Raw(raw, Some(sdk.clone()), true),
+        ),
+        ("traced_sampled_sdk_batch", Variant::Traced(traced(&sdk))),
     ]
     .into_iter()
     .filter(|(n, _)| only.as_deref().is_none_or(|o| o == *n))
@@ -243,7 +258,7 @@ fn main() {
         .collect();
     let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
     println!(
-        "{:<18} {:>12} {:>14} {:>12} {:>16}",
+        "{:<30} {:>12} {:>14} {:>12} {:>16}",
         "variant", "median ms", "k msg/s", "vs raw", "per-round ratio"
     );
     for (i, (name, _)) in variants.iter().enumerate() {
@@ -252,7 +267,7 @@ fn main() {
         });
         let pr = per_round[i].map_or(String::from("-"), |x| format!("{x:.3}"));
         println!(
-            "{:<18} {:>12.2} {:>14.1} {:>12} {:>16}",
+            "{:<30} {:>12.2} {:>14.1} {:>12} {:>16}",
             name,
             medians[i] * 1e3,
             BATCH as f64 / medians[i] / 1e3,
@@ -262,6 +277,11 @@ fn main() {
     }
     println!("rounds: {rounds} × {BATCH} messages per variant");
     drop(variants);
-    let _ = provider.shutdown();
-    let _ = unsampled.shutdown();
+    let _ = sampled.force_flush();
+    println!("shipped processor: {:?}", sampled.export_stats());
+    let rendered = sampled.prometheus().map(|h| h.render()).unwrap_or_default();
+    let (series, samples) = histogram_samples(&rendered);
+    println!("prometheus recorder: {series} histogram series, {samples} samples");
+    drop((sampled, unsampled));
+    let _ = reference.shutdown();
 }
