@@ -38,6 +38,7 @@ pub mod analyze;
 pub mod diag;
 pub mod encode;
 pub mod error;
+mod graph;
 pub mod load;
 pub mod model;
 pub mod render;
