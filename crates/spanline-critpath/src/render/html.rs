@@ -28,6 +28,11 @@ pub fn escape(s: &str) -> String {
     o
 }
 
+/// At most 200 characters of a name for tooltips and tables.
+fn short(s: &str) -> String {
+    super::truncate(s, 200)
+}
+
 const WIDTH: f64 = 1200.0;
 const LABEL_W: f64 = 380.0;
 const ROW_H: f64 = 20.0;
@@ -170,15 +175,15 @@ pub fn waterfall_svg_with(r: &TraceReport, limits: &Limits) -> String {
         let (x0, x1) = (x(s.start_ns), x(s.end_ns));
         let tip = format!(
             "{}\nstage: {}\ntype: {}\nduration: {}\nstarts at: +{}\non critical path: {}\nown time on path: {}\nslack: {}\nservice: {}\nspan id: {}{}",
-            s.name,
-            s.stage.as_deref().unwrap_or("-"),
+            short(&s.name),
+            short(s.stage.as_deref().unwrap_or("-")),
             s.segment_type.as_str(),
             fmt_ns(s.end_ns.saturating_sub(s.start_ns)),
             fmt_ns(s.start_ns.saturating_sub(r.start_ns)),
             if s.on_path { "yes" } else { "no" },
             fmt_ns(s.critical_ns),
             s.slack_ns.map_or_else(|| "non-blocking".to_owned(), fmt_ns),
-            s.service_name.as_deref().unwrap_or("-"),
+            short(s.service_name.as_deref().unwrap_or("-")),
             s.span_id,
             if s.error { "\nstatus: error" } else { "" }
         );
@@ -200,7 +205,7 @@ pub fn waterfall_svg_with(r: &TraceReport, limits: &Limits) -> String {
                 r#"<line class="cp" x1="{:.2}" y1="{y:.1}" x2="{:.2}" y2="{y:.1}"><title>{} on the critical path: {} ({:.1}%)</title></line>"#,
                 x(seg.start_ns),
                 x(seg.end_ns).max(x(seg.start_ns) + 1.0),
-                escape(&seg.span_name),
+                escape(&short(&seg.span_name)),
                 fmt_ns(seg.duration_ns),
                 seg.share * 100.0
             );
@@ -255,7 +260,7 @@ pub fn summary_svg(s: &Stats) -> String {
         );
         let tip = format!(
             "{} ({})\ncritical p50 {} · p90 {} · p95 {} · p99 {}\nduration p50 {} · p99 {}\nshare of all critical time {:.1}%\ndominant in {:.1}% of traces",
-            r.key,
+            short(&r.key),
             r.segment_type.as_str(),
             fmt_ns(r.critical.p50),
             fmt_ns(r.critical.p90),
@@ -312,15 +317,15 @@ pub fn page_with(
     let _ = write!(
         o,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n",
-        escape(title),
-        escape(title)
+        escape(&short(title)),
+        escape(&short(title))
     );
     if let Some(r) = trace {
         let _ = write!(
             o,
             "<h2>Trace {} — {} — {}</h2>\n<p class=\"legend\"><span style=\"color:#c0392b\">■ on the critical path</span><span style=\"color:#c28a00\">▨ queue wait</span><span style=\"color:#8e44ad\">■ remote hop</span><span>hover a bar for details</span></p>\n",
             r.trace_id,
-            escape(&r.root_name),
+            escape(&short(&r.root_name)),
             escape(&fmt_ns(r.duration_ns))
         );
         o.push_str(&waterfall_svg_with(r, limits));
@@ -329,7 +334,7 @@ pub fn page_with(
         for l in &lines {
             let (name, stage, ty, ns, share) = match l {
                 PathLine::Segment(s) => (
-                    escape(&s.span_name),
+                    escape(&short(&s.span_name)),
                     s.stage.as_deref(),
                     s.segment_type.as_str(),
                     s.duration_ns,
@@ -350,7 +355,7 @@ pub fn page_with(
             let _ = writeln!(
                 o,
                 "<tr><td>{name}</td><td>{}</td><td>{ty}</td><td>{}</td><td>{:.1}%</td></tr>",
-                escape(stage.unwrap_or("-")),
+                escape(&short(stage.unwrap_or("-"))),
                 escape(&fmt_ns(ns)),
                 share * 100.0
             );
@@ -386,7 +391,7 @@ pub fn page_with(
             let _ = writeln!(
                 o,
                 "<tr><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td></tr>",
-                escape(&r.key),
+                escape(&short(&r.key)),
                 r.segment_type.as_str(),
                 r.share * 100.0,
                 r.dominates

@@ -233,6 +233,14 @@ pub(crate) fn shown_path<'a>(r: &'a TraceReport, limits: &Limits) -> (Vec<PathLi
     (lines, left_out)
 }
 
+/// At most `max` characters of `s`, ending in `…` when cut.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_owned(),
+        Some((i, _)) => format!("{}…", &s[..i]),
+    }
+}
+
 /// Shorthand used by the renderers.
 pub(crate) fn clean(s: &str) -> String {
     sanitize(s).into_owned()

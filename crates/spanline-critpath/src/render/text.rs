@@ -43,7 +43,7 @@ pub fn trace_with(r: &TraceReport, limits: &Limits) -> String {
         o,
         "trace {}  root {:?}  duration {}  ({})",
         r.trace_id,
-        clean(&r.root_name),
+        cut(&r.root_name, 200),
         fmt_ns(r.duration_ns),
         if r.structured {
             "structural attributes"
@@ -68,11 +68,12 @@ pub fn trace_with(r: &TraceReport, limits: &Limits) -> String {
         );
     }
     let _ = writeln!(o, ")");
-    let w = r
-        .segments
+    let w = lines
         .iter()
-        .take(max.max(1).saturating_mul(4))
-        .map(|s| s.span_name.chars().count())
+        .filter_map(|l| match l {
+            PathLine::Segment(s) => Some(s.span_name.chars().take(48).count()),
+            PathLine::Merged(_) => None,
+        })
         .max()
         .unwrap_or(4)
         .clamp(4, 48);
@@ -181,7 +182,7 @@ pub fn trace_with(r: &TraceReport, limits: &Limits) -> String {
     if total_diags > 0 {
         let _ = writeln!(o, "\ndiagnostics");
         for d in r.diagnostics.iter().take(20) {
-            let _ = writeln!(o, "  {}", clean(&d.to_string()));
+            let _ = writeln!(o, "  {}", cut(&d.to_string(), 300));
         }
         if total_diags > 20 {
             let _ = writeln!(o, "  … and {} more", total_diags - 20);
