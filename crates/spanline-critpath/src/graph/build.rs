@@ -95,7 +95,7 @@ impl<'a> TraceGraph<'a> {
         Some(g)
     }
 
-    /// 1. unique spans, id index.
+    /// Step 1: unique spans, id index.
     fn index(&mut self, spans: &[&'a Span]) -> HashMap<SpanId, u32> {
         let trace_id = self.trace_id;
         let mut ids: HashMap<SpanId, u32> = HashMap::with_capacity(spans.len());
@@ -129,7 +129,7 @@ impl<'a> TraceGraph<'a> {
         ids
     }
 
-    /// 2. parents: a missing parent makes an orphan, a span that is its own
+    /// Step 2: parents: a missing parent makes an orphan, a span that is its own
     /// parent is a (one-span) cycle.
     fn link_parents(&mut self, ids: &HashMap<SpanId, u32>) {
         let n = self.nodes.len();
@@ -160,7 +160,7 @@ impl<'a> TraceGraph<'a> {
         }
     }
 
-    /// 3. children (CSR), sorted by recorded start; each span's position
+    /// Step 3: children (CSR), sorted by recorded start; each span's position
     /// among its siblings.
     fn sort_children(&mut self) {
         let n = self.nodes.len();

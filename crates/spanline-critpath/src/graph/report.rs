@@ -38,7 +38,7 @@ impl TraceGraph<'_> {
         }
     }
 
-    /// 9. Segments per tree, sorted by start, adjacent pieces of one span
+    /// Step 9: Segments per tree, sorted by start, adjacent pieces of one span
     /// merged; also each span's own time on the path.
     fn segments(&mut self) -> (Vec<Vec<Segment>>, Vec<u64>) {
         self.raw_segments
@@ -80,7 +80,7 @@ impl TraceGraph<'_> {
         (per_tree, critical)
     }
 
-    /// 10. One [`SpanInfo`] per reachable span, in depth-first order.
+    /// Step 10: One [`SpanInfo`] per reachable span, in depth-first order.
     fn span_infos(&self, critical: &[u64]) -> Vec<SpanInfo> {
         self.order
             .iter()
@@ -114,7 +114,7 @@ impl TraceGraph<'_> {
             .collect()
     }
 
-    /// 11. The report: contributions of the primary tree (summed per key in
+    /// Step 11: The report: contributions of the primary tree (summed per key in
     /// a hash map, largest first) and the detached trees.
     pub(crate) fn into_report(mut self) -> TraceReport {
         let (per_tree, critical) = self.segments();

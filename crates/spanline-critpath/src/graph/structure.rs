@@ -23,7 +23,7 @@ impl TraceGraph<'_> {
         }
     }
 
-    /// 4–5. Roots and reachability; parent cycles broken at their
+    /// Step 4–5: Roots and reachability; parent cycles broken at their
     /// earliest-starting span; the primary root (the longest true root, else
     /// the longest of all) first. `None` when there is no root at all.
     pub(crate) fn find_roots(&mut self) -> Option<()> {
@@ -126,10 +126,10 @@ impl TraceGraph<'_> {
         brk
     }
 
-    /// 6a. Messaging spans reach over their hand-offs: a PRODUCER span ends
+    /// Step 6a: Messaging spans reach over their hand-offs: a PRODUCER span ends
     /// when the broker acknowledges the send and a CONSUMER span may end
     /// before the reply it produced is picked up, so each reaches to the end
-    /// of its subtree (one post-order pass). 6. Then, depth-first from each
+    /// of its subtree (one post-order pass). Step 6: then, depth-first from each
     /// root, every child is clamped into its (already clamped) parent, and
     /// the depth-first order is recorded.
     pub(crate) fn clamp(&mut self) {
@@ -258,7 +258,7 @@ impl TraceGraph<'_> {
         cn.end = e;
     }
 
-    /// 7. Owners and stages, top-down: a typed span (stage, hop, queue) owns
+    /// Step 7: Owners and stages, top-down: a typed span (stage, hop, queue) owns
     /// its time; an untyped one is charged to its nearest typed ancestor,
     /// else to itself.
     pub(crate) fn assign_owners(&mut self) {

@@ -289,7 +289,7 @@ enum Time {
 /// A float timestamp, if it is representable as `u64` nanoseconds.
 fn float_time(f: f64) -> Time {
     // 2^64 as f64 is exact; anything at or above it does not fit.
-    if f.is_finite() && f >= 0.0 && f < 18_446_744_073_709_551_616.0 {
+    if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
         Time::Ok(f as u64)
     } else if f < 0.0 {
         Time::Bad(format!("{f} is negative"))
