@@ -338,6 +338,12 @@ fn many_spans_are_capped_in_text_and_html_with_a_line_saying_so() {
     assert_eq!(html.matches("<rect class=\"span").count(), 2_000);
     // the critical path (every span here) is drawn first
     assert!(html.contains("… 3001 more spans not drawn"));
+    // The root's 5,001 self slivers, a fraction of a pixel each, are merged
+    // into the lines they form on screen; the page stays small.
+    let cp_lines = html.matches("<line class=\"cp\"").count();
+    assert!(cp_lines < 2_500, "{cp_lines} critical-path lines");
+    assert!(html.contains(" segments) on the critical path"));
+    assert!(html.len() < 4 << 20, "{} bytes", html.len());
 
     // --all-segments lists them all; JSON always does.
     let all = Limits {

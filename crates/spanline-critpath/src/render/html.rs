@@ -10,7 +10,7 @@ use crate::analyze::{SegmentType, TraceReport, fmt_ns};
 use crate::stats::Stats;
 
 /// Escapes text for HTML/SVG content and attribute values; control, bidi
-/// and invisible characters ([`is_unsafe_char`](super::is_unsafe_char))
+/// and invisible characters ([`is_unsafe_char`])
 /// become `?`, except the newlines of tooltips.
 pub fn escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -197,19 +197,75 @@ pub fn waterfall_svg_with(r: &TraceReport, limits: &Limits) -> String {
             escape(&tip)
         );
     }
+    // Critical-path lines: pieces of one row less than a pixel apart are
+    // drawn as one line (a root with a million slivers is a few hundred
+    // lines, not a million), and at most `4 × max_waterfall_spans` lines.
+    struct CpLine<'s> {
+        row: usize,
+        x0: f64,
+        x1: f64,
+        count: usize,
+        ns: u64,
+        share: f64,
+        name: &'s str,
+    }
+    let mut lines: Vec<CpLine<'_>> = Vec::new();
+    let mut last_on_row: HashMap<usize, usize> = HashMap::new();
+    let max_lines = limits.max_waterfall_spans.saturating_mul(4);
+    let mut lines_left_out = 0usize;
     for seg in &r.segments {
-        if let Some(&row) = row_of.get(&(0, seg.span_id)) {
-            let y = TOP + ROW_H * row as f64 + ROW_H - 3.0;
-            let _ = write!(
-                o,
-                r#"<line class="cp" x1="{:.2}" y1="{y:.1}" x2="{:.2}" y2="{y:.1}"><title>{} on the critical path: {} ({:.1}%)</title></line>"#,
-                x(seg.start_ns),
-                x(seg.end_ns).max(x(seg.start_ns) + 1.0),
-                escape(&short(&seg.span_name)),
-                fmt_ns(seg.duration_ns),
-                seg.share * 100.0
-            );
+        let Some(&row) = row_of.get(&(0, seg.span_id)) else {
+            continue;
+        };
+        let (x0, x1) = (x(seg.start_ns), x(seg.end_ns));
+        if let Some(&li) = last_on_row.get(&row)
+            && x0 - lines[li].x1 < 1.0
+        {
+            let l = &mut lines[li];
+            l.x1 = l.x1.max(x1);
+            l.count += 1;
+            l.ns = l.ns.saturating_add(seg.duration_ns);
+            l.share += seg.share;
+            continue;
         }
+        if lines.len() >= max_lines {
+            lines_left_out += 1;
+            continue;
+        }
+        last_on_row.insert(row, lines.len());
+        lines.push(CpLine {
+            row,
+            x0,
+            x1,
+            count: 1,
+            ns: seg.duration_ns,
+            share: seg.share,
+            name: &seg.span_name,
+        });
+    }
+    for l in &lines {
+        let y = TOP + ROW_H * l.row as f64 + ROW_H - 3.0;
+        let what = if l.count > 1 {
+            format!(" ({} segments)", l.count)
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            o,
+            r#"<line class="cp" x1="{:.2}" y1="{y:.1}" x2="{:.2}" y2="{y:.1}"><title>{}{what} on the critical path: {} ({:.1}%)</title></line>"#,
+            l.x0,
+            l.x1.max(l.x0 + 1.0),
+            escape(&short(l.name)),
+            fmt_ns(l.ns),
+            l.share * 100.0
+        );
+    }
+    if lines_left_out > 0 {
+        let _ = write!(
+            o,
+            r#"<text class="left-out" x="{LABEL_W}" y="{:.1}">… {lines_left_out} more critical-path pieces not drawn</text>"#,
+            TOP - 20.0
+        );
     }
     if left_out > 0 {
         let _ = write!(

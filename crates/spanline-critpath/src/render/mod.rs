@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::analyze::{Segment, SegmentType, TraceReport};
 
-/// Pretty JSON for any report (a [`TraceReport`](crate::TraceReport), a slice
+/// Pretty JSON for any report (a [`TraceReport`], a slice
 /// of them, or [`Stats`](crate::Stats)). Characters that [`sanitize`] would
 /// replace are written as `\uXXXX` escapes: the JSON holds the exact strings
 /// and stays valid, but printing it cannot reorder or hide text.
