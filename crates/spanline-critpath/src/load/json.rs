@@ -26,10 +26,17 @@ use crate::model::{
 /// stored as compact JSON text); longer text is cut and ends in `…`.
 const MAX_OBJECT_TEXT: usize = 64 << 10;
 
+/// Line buffer capacity kept from one line to the next.
+const KEEP_LINE_BUFFER: usize = 4 << 20;
+
 pub(super) fn read_lines<R: BufRead>(r: &mut R, sink: &mut Sink<'_>, max: usize) -> io::Result<()> {
     let mut buf = Vec::new();
     let mut line_no = 0u64;
     loop {
+        // A huge line's buffer is not kept for the (usually small) lines after it.
+        if buf.capacity() > KEEP_LINE_BUFFER {
+            buf = Vec::new();
+        }
         let read = read_line_capped(r, &mut buf, max)?;
         line_no += 1;
         let loc = Location::Line(line_no);
