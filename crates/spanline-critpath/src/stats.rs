@@ -152,7 +152,9 @@ type TraceEntry = (u64, TraceId, Vec<(usize, u64)>);
 /// kept.
 #[derive(Default)]
 pub struct StatsBuilder {
-    index: HashMap<(SegmentType, Arc<str>), usize>,
+    /// Key → accumulator, one map per segment type (looked up by `&str`, so
+    /// a lookup neither clones nor builds a key).
+    index: [HashMap<Arc<str>, usize>; 4],
     accs: Vec<Acc>,
     durations: Vec<u64>,
     per_type: [u128; 4],
@@ -177,7 +179,7 @@ impl StatsBuilder {
     }
 
     fn key(&mut self, t: SegmentType, k: &Arc<str>) -> usize {
-        if let Some(&i) = self.index.get(&(t, k.clone())) {
+        if let Some(&i) = self.index[type_index(t)].get(&**k) {
             return i;
         }
         let i = self.accs.len();
@@ -192,7 +194,7 @@ impl StatsBuilder {
             seen: usize::MAX,
             this_trace_ns: 0,
         });
-        self.index.insert((t, k.clone()), i);
+        self.index[type_index(t)].insert(k.clone(), i);
         i
     }
 
