@@ -115,11 +115,9 @@ fn runs_of_slivers_become_one_line_with_count_and_total() {
 fn text_shows_the_merged_view_and_all_segments_on_request() {
     let r = rag_like();
     let text = render::text::trace(&r);
-    assert!(
-        text.contains(
-            "critical path (15 segments; runs of segments under 1% each merged, 9 in all"
-        )
-    );
+    assert!(text.contains(
+        "critical path (15 segments; 9 of them, each under 1% of the trace, shown as 3 lines — "
+    ));
     assert_eq!(text.matches("… 3 segments under 1% each").count(), 3);
     assert!(!text.contains("spanline.stage identity"), "{text}");
     assert!(text.contains("spanline.stage chat"));

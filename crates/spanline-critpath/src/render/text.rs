@@ -52,19 +52,17 @@ pub fn trace_with(r: &TraceReport, limits: &Limits) -> String {
         }
     );
     let (lines, not_shown) = shown_path(r, limits);
-    let merged: usize = lines
-        .iter()
-        .map(|l| match l {
-            PathLine::Merged(m) => m.count,
-            PathLine::Segment(_) => 0,
-        })
-        .sum();
+    let (merged, runs) = lines.iter().fold((0, 0), |(n, k), l| match l {
+        PathLine::Merged(m) => (n + m.count, k + 1),
+        PathLine::Segment(_) => (n, k),
+    });
     let _ = write!(o, "\ncritical path ({} segments", r.segments.len());
     if merged > 0 {
         let _ = write!(
             o,
-            "; runs of segments under {}% each merged, {merged} in all — --all-segments or --json lists them",
-            limits.sliver_share * 100.0
+            "; {merged} of them, each under {}% of the trace, shown as {runs} line{} — --all-segments or --json lists them",
+            limits.sliver_share * 100.0,
+            if runs == 1 { "" } else { "s" }
         );
     }
     let _ = writeln!(o, ")");
