@@ -38,6 +38,10 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// List every critical-path segment (by default runs of segments
+        /// under 1% of the trace each are merged into one line).
+        #[arg(long)]
+        all_segments: bool,
         /// Input format (detected by default).
         #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
         format: FormatArg,
@@ -111,6 +115,9 @@ enum Command {
         /// The trace to draw (default: the slowest).
         #[arg(long)]
         trace: Option<String>,
+        /// List every critical-path segment in the page's table.
+        #[arg(long)]
+        all_segments: bool,
         /// Input format (detected by default).
         #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
         format: FormatArg,
@@ -158,8 +165,12 @@ fn run(cli: Cli) -> Result<()> {
             trace,
             all,
             json,
+            all_segments,
             format,
-        } => critpath(&file, trace.as_deref(), all, json, format.into()),
+        } => {
+            let limits = limits(all_segments);
+            critpath(&file, trace.as_deref(), all, json, &limits, format.into())
+        }
         Command::Stats {
             file,
             json,
@@ -202,8 +213,23 @@ fn run(cli: Cli) -> Result<()> {
             file,
             output,
             trace,
+            all_segments,
             format,
-        } => waterfall(&file, &output, trace.as_deref(), format.into()),
+        } => waterfall(
+            &file,
+            &output,
+            trace.as_deref(),
+            &limits(all_segments),
+            format.into(),
+        ),
+    }
+}
+
+/// The renderers' default limits, with every segment listed on request.
+fn limits(all_segments: bool) -> render::Limits {
+    render::Limits {
+        all_segments,
+        ..render::Limits::default()
     }
 }
 
@@ -263,7 +289,11 @@ fn load(path: &Path, format: Format) -> Result<Loaded> {
         load_reader(reader, format).with_context(|| format!("cannot read {}", path.display()))?;
     let shown = loaded.diagnostics.len().min(20);
     for d in &loaded.diagnostics[..shown] {
-        eprintln!("warning: {}: {}", path.display(), clean(&d.to_string()));
+        eprintln!(
+            "warning: {}: {}",
+            path.display(),
+            render::sanitize(&d.to_string())
+        );
     }
     let more = (loaded.diagnostics.len() - shown) as u64 + loaded.suppressed_diagnostics;
     if more > 0 {
@@ -282,12 +312,6 @@ fn load(path: &Path, format: Format) -> Result<Loaded> {
         );
     }
     Ok(loaded)
-}
-
-fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 /// Finds the group of the trace whose id is `id` or starts with `id`.
@@ -337,7 +361,14 @@ fn slowest(groups: &[Vec<&Span>]) -> Option<TraceReport> {
     best
 }
 
-fn critpath(path: &Path, trace: Option<&str>, all: bool, json: bool, format: Format) -> Result<()> {
+fn critpath(
+    path: &Path,
+    trace: Option<&str>,
+    all: bool,
+    json: bool,
+    limits: &render::Limits,
+    format: Format,
+) -> Result<()> {
     let loaded = load(path, format)?;
     let groups = group_by_trace(&loaded.spans);
     let mut out = std::io::stdout().lock();
@@ -347,7 +378,7 @@ fn critpath(path: &Path, trace: Option<&str>, all: bool, json: bool, format: For
             writeln!(out, "{}", render::json(&reports))?;
         } else {
             for r in &reports {
-                writeln!(out, "{}", render::text::trace(r))?;
+                writeln!(out, "{}", render::text::trace_with(r, limits))?;
             }
         }
         return Ok(());
@@ -368,7 +399,7 @@ fn critpath(path: &Path, trace: Option<&str>, all: bool, json: bool, format: For
                 path.display()
             )?;
         }
-        write!(out, "{}", render::text::trace(&report))?;
+        write!(out, "{}", render::text::trace_with(&report, limits))?;
     }
     Ok(())
 }
@@ -459,7 +490,13 @@ fn whatif(path: &Path, scales: &[String], json: bool, format: Format) -> Result<
     Ok(())
 }
 
-fn waterfall(path: &Path, output: &Path, trace: Option<&str>, format: Format) -> Result<()> {
+fn waterfall(
+    path: &Path,
+    output: &Path,
+    trace: Option<&str>,
+    limits: &render::Limits,
+    format: Format,
+) -> Result<()> {
     let loaded = load(path, format)?;
     let groups = group_by_trace(&loaded.spans);
     let mut b = StatsBuilder::new();
@@ -489,7 +526,7 @@ fn waterfall(path: &Path, output: &Path, trace: Option<&str>, format: Format) ->
     let report = chosen.context("nothing could be analysed")?;
     let stats = b.finish();
     let title = format!("spanline critical path — {}", path.display());
-    let html = render::html::page(&title, Some(&report), Some(&stats));
+    let html = render::html::page_with(&title, Some(&report), Some(&stats), limits);
     std::fs::write(output, html).with_context(|| format!("cannot write {}", output.display()))?;
     eprintln!(
         "wrote {} (trace {}, {} spans; summary of {} traces)",

@@ -41,6 +41,7 @@ pub mod diag;
 pub mod diff;
 pub mod encode;
 pub mod error;
+mod graph;
 pub mod group;
 pub mod load;
 pub mod model;

@@ -141,6 +141,8 @@ struct Acc {
     total_critical: u128,
     dominates: usize,
     seen: usize,
+    /// Contribution in the trace being added (valid when `seen` is that trace).
+    this_trace_ns: u64,
 }
 
 /// Per trace: duration, id, contributions as (key index, ns).
@@ -150,7 +152,9 @@ type TraceEntry = (u64, TraceId, Vec<(usize, u64)>);
 /// kept.
 #[derive(Default)]
 pub struct StatsBuilder {
-    index: HashMap<(SegmentType, Arc<str>), usize>,
+    /// Key → accumulator, one map per segment type (looked up by `&str`, so
+    /// a lookup neither clones nor builds a key).
+    index: [HashMap<Arc<str>, usize>; 4],
     accs: Vec<Acc>,
     durations: Vec<u64>,
     per_type: [u128; 4],
@@ -175,7 +179,7 @@ impl StatsBuilder {
     }
 
     fn key(&mut self, t: SegmentType, k: &Arc<str>) -> usize {
-        if let Some(&i) = self.index.get(&(t, k.clone())) {
+        if let Some(&i) = self.index[type_index(t)].get(&**k) {
             return i;
         }
         let i = self.accs.len();
@@ -188,8 +192,9 @@ impl StatsBuilder {
             total_critical: 0,
             dominates: 0,
             seen: usize::MAX,
+            this_trace_ns: 0,
         });
-        self.index.insert((t, k.clone()), i);
+        self.index[type_index(t)].insert(k.clone(), i);
         i
     }
 
@@ -198,7 +203,7 @@ impl StatsBuilder {
         let trace_no = self.durations.len();
         self.durations.push(r.duration_ns);
         self.spans += r.spans.len();
-        self.diagnostics += r.diagnostics.len();
+        self.diagnostics += r.diagnostics.len() + r.suppressed_diagnostics as usize;
         let mut present: Vec<usize> = Vec::new();
         for s in r.spans.iter().filter(|s| s.tree == 0) {
             let i = self.key(s.segment_type, &s.key);
@@ -212,6 +217,7 @@ impl StatsBuilder {
             }
             if self.accs[i].seen != trace_no {
                 self.accs[i].seen = trace_no;
+                self.accs[i].this_trace_ns = 0;
                 present.push(i);
             }
         }
@@ -224,8 +230,10 @@ impl StatsBuilder {
             a.total_critical += u128::from(c.duration_ns);
             if a.seen != trace_no {
                 a.seen = trace_no;
+                a.this_trace_ns = 0;
                 present.push(i);
             }
+            a.this_trace_ns += c.duration_ns;
         }
         if let Some(&(i, ns)) = contrib.first()
             && ns > 0
@@ -233,8 +241,8 @@ impl StatsBuilder {
             self.accs[i].dominates += 1;
         }
         for &i in &present {
-            let ns = contrib.iter().find(|c| c.0 == i).map_or(0, |c| c.1);
             let a = &mut self.accs[i];
+            let ns = a.this_trace_ns;
             a.critical.push(ns);
             if ns > 0 {
                 a.on_path += 1;

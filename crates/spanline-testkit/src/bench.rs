@@ -28,7 +28,6 @@ pub fn sdk_batch() -> SdkTracerProvider {
         .build()
 }
 
-
 /// `(series, samples)` of the histograms in a Prometheus text rendering
 /// (rendered as `histogram`, or as `summary` where no buckets are
 /// configured): how many labelled series it holds and the sum of their

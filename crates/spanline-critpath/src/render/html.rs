@@ -5,10 +5,13 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
+use super::{Limits, PathLine, is_unsafe_char, shown_path};
 use crate::analyze::{SegmentType, TraceReport, fmt_ns};
 use crate::stats::Stats;
 
-/// Escapes text for HTML/SVG content and attribute values.
+/// Escapes text for HTML/SVG content and attribute values; control, bidi
+/// and invisible characters ([`is_unsafe_char`])
+/// become `?`, except the newlines of tooltips.
 pub fn escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
@@ -18,11 +21,16 @@ pub fn escape(s: &str) -> String {
             '>' => o.push_str("&gt;"),
             '"' => o.push_str("&quot;"),
             '\'' => o.push_str("&#39;"),
-            c if c.is_control() && c != '\n' => o.push('?'),
+            c if is_unsafe_char(c) && c != '\n' => o.push('?'),
             c => o.push(c),
         }
     }
     o
+}
+
+/// At most 200 characters of a name for tooltips and tables.
+fn short(s: &str) -> String {
+    super::truncate(s, 200)
 }
 
 const WIDTH: f64 = 1200.0;
@@ -67,11 +75,32 @@ fn nice_step(total: u64, target: u64) -> u64 {
     p.saturating_mul(10)
 }
 
-/// The SVG waterfall of one trace: exactly one `<rect class="span …">` per
-/// span (class `critical` on the primary critical path, `queue`/`hop`/
-/// `stage`/`self` by type), a red line under each critical-path segment, and
-/// a `<title>` tooltip on every bar.
+/// The SVG waterfall of one trace with the default [`Limits`]: one
+/// `<rect class="span …">` per drawn span (class `critical` on the primary
+/// critical path, `queue`/`hop`/`stage`/`self` by type), a red line under
+/// each critical-path segment of a drawn span, and a `<title>` tooltip on
+/// every bar. All spans are drawn up to 2,000; beyond that the spans on the
+/// critical path come first and a last line says how many were left out.
 pub fn waterfall_svg(r: &TraceReport) -> String {
+    waterfall_svg_with(r, &Limits::default())
+}
+
+/// The spans to draw (indices into `r.spans`, in order): all of them, or
+/// the primary tree's critical path first, then the others, up to `max`.
+fn drawn_spans(r: &TraceReport, max: usize) -> Vec<usize> {
+    if r.spans.len() <= max {
+        return (0..r.spans.len()).collect();
+    }
+    let on = |i: &usize| r.spans[*i].on_path && r.spans[*i].tree == 0;
+    let mut v: Vec<usize> = (0..r.spans.len()).filter(on).take(max).collect();
+    let rest = max - v.len();
+    v.extend((0..r.spans.len()).filter(|i| !on(i)).take(rest));
+    v.sort_unstable();
+    v
+}
+
+/// [`waterfall_svg`] with explicit limits.
+pub fn waterfall_svg_with(r: &TraceReport, limits: &Limits) -> String {
     let t0 = r
         .spans
         .iter()
@@ -84,21 +113,27 @@ pub fn waterfall_svg(r: &TraceReport) -> String {
         .map(|s| s.end_ns)
         .max()
         .unwrap_or(r.end_ns)
-        .max(t0 + 1);
-    let span = (t1 - t0) as f64;
+        .max(t0);
+    // Every coordinate is finite: the time range is at least 1 ns, and
+    // times are taken relative to t0 with saturating arithmetic.
+    let dur = t1 - t0;
+    let span = (dur as f64).max(1.0);
     let chart_w = WIDTH - LABEL_W - 20.0;
     let x = |t: u64| LABEL_W + (t.saturating_sub(t0)) as f64 / span * chart_w;
-    let height = TOP + ROW_H * r.spans.len() as f64 + 10.0;
+    let drawn = drawn_spans(r, limits.max_waterfall_spans);
+    let left_out = r.spans.len() - drawn.len();
+    let rows = drawn.len() + usize::from(left_out > 0);
+    let height = TOP + ROW_H * rows as f64 + 10.0;
     let mut o = String::new();
     let _ = write!(
         o,
         r#"<svg xmlns="http://www.w3.org/2000/svg" class="waterfall" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}">"#
     );
     o.push_str(r##"<defs><pattern id="queue-hatch" patternUnits="userSpaceOnUse" width="6" height="6" patternTransform="rotate(45)"><path d="M0,0 L0,6" stroke="#e0a800" stroke-width="3"/></pattern></defs>"##);
-    // axis
-    let step = nice_step(t1 - t0, 8);
-    let mut t = 0u64;
-    while t <= t1 - t0 {
+    // axis: at most ~10 ticks whatever the range (no loop on the raw range)
+    let step = nice_step(dur, 8).max(1);
+    for i in 0..=(dur / step).min(20) {
+        let t = i * step;
         let xx = LABEL_W + t as f64 / span * chart_w;
         let _ = write!(
             o,
@@ -107,14 +142,10 @@ pub fn waterfall_svg(r: &TraceReport) -> String {
             TOP - 12.0,
             escape(&fmt_ns(t))
         );
-        t = t.saturating_add(step);
-        if step == 0 {
-            break;
-        }
     }
     let mut row_of: HashMap<(u32, crate::model::SpanId), usize> =
         HashMap::with_capacity(r.spans.len());
-    for (i, s) in r.spans.iter().enumerate() {
+    for (i, s) in drawn.iter().map(|&k| &r.spans[k]).enumerate() {
         row_of.insert((s.tree, s.span_id), i);
         let y = TOP + ROW_H * i as f64;
         let indent = 6.0 + f64::from(s.depth.min(20)) * 10.0;
@@ -144,15 +175,15 @@ pub fn waterfall_svg(r: &TraceReport) -> String {
         let (x0, x1) = (x(s.start_ns), x(s.end_ns));
         let tip = format!(
             "{}\nstage: {}\ntype: {}\nduration: {}\nstarts at: +{}\non critical path: {}\nown time on path: {}\nslack: {}\nservice: {}\nspan id: {}{}",
-            s.name,
-            s.stage.as_deref().unwrap_or("-"),
+            short(&s.name),
+            short(s.stage.as_deref().unwrap_or("-")),
             s.segment_type.as_str(),
-            fmt_ns(s.end_ns - s.start_ns),
+            fmt_ns(s.end_ns.saturating_sub(s.start_ns)),
             fmt_ns(s.start_ns.saturating_sub(r.start_ns)),
             if s.on_path { "yes" } else { "no" },
             fmt_ns(s.critical_ns),
             s.slack_ns.map_or_else(|| "non-blocking".to_owned(), fmt_ns),
-            s.service_name.as_deref().unwrap_or("-"),
+            short(s.service_name.as_deref().unwrap_or("-")),
             s.span_id,
             if s.error { "\nstatus: error" } else { "" }
         );
@@ -166,19 +197,83 @@ pub fn waterfall_svg(r: &TraceReport) -> String {
             escape(&tip)
         );
     }
+    // Critical-path lines: pieces of one row less than a pixel apart are
+    // drawn as one line (a root with a million slivers is a few hundred
+    // lines, not a million), and at most `4 × max_waterfall_spans` lines.
+    struct CpLine<'s> {
+        row: usize,
+        x0: f64,
+        x1: f64,
+        count: usize,
+        ns: u64,
+        share: f64,
+        name: &'s str,
+    }
+    let mut lines: Vec<CpLine<'_>> = Vec::new();
+    let mut last_on_row: HashMap<usize, usize> = HashMap::new();
+    let max_lines = limits.max_waterfall_spans.saturating_mul(4);
+    let mut lines_left_out = 0usize;
     for seg in &r.segments {
-        if let Some(&row) = row_of.get(&(0, seg.span_id)) {
-            let y = TOP + ROW_H * row as f64 + ROW_H - 3.0;
-            let _ = write!(
-                o,
-                r#"<line class="cp" x1="{:.2}" y1="{y:.1}" x2="{:.2}" y2="{y:.1}"><title>{} on the critical path: {} ({:.1}%)</title></line>"#,
-                x(seg.start_ns),
-                x(seg.end_ns).max(x(seg.start_ns) + 1.0),
-                escape(&seg.span_name),
-                fmt_ns(seg.duration_ns),
-                seg.share * 100.0
-            );
+        let Some(&row) = row_of.get(&(0, seg.span_id)) else {
+            continue;
+        };
+        let (x0, x1) = (x(seg.start_ns), x(seg.end_ns));
+        if let Some(&li) = last_on_row.get(&row)
+            && x0 - lines[li].x1 < 1.0
+        {
+            let l = &mut lines[li];
+            l.x1 = l.x1.max(x1);
+            l.count += 1;
+            l.ns = l.ns.saturating_add(seg.duration_ns);
+            l.share += seg.share;
+            continue;
         }
+        if lines.len() >= max_lines {
+            lines_left_out += 1;
+            continue;
+        }
+        last_on_row.insert(row, lines.len());
+        lines.push(CpLine {
+            row,
+            x0,
+            x1,
+            count: 1,
+            ns: seg.duration_ns,
+            share: seg.share,
+            name: &seg.span_name,
+        });
+    }
+    for l in &lines {
+        let y = TOP + ROW_H * l.row as f64 + ROW_H - 3.0;
+        let what = if l.count > 1 {
+            format!(" ({} segments)", l.count)
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            o,
+            r#"<line class="cp" x1="{:.2}" y1="{y:.1}" x2="{:.2}" y2="{y:.1}"><title>{}{what} on the critical path: {} ({:.1}%)</title></line>"#,
+            l.x0,
+            l.x1.max(l.x0 + 1.0),
+            escape(&short(l.name)),
+            fmt_ns(l.ns),
+            l.share * 100.0
+        );
+    }
+    if lines_left_out > 0 {
+        let _ = write!(
+            o,
+            r#"<text class="left-out" x="{LABEL_W}" y="{:.1}">… {lines_left_out} more critical-path pieces not drawn</text>"#,
+            TOP - 20.0
+        );
+    }
+    if left_out > 0 {
+        let _ = write!(
+            o,
+            r#"<text class="left-out" x="6" y="{:.1}">… {left_out} more spans not drawn ({} drawn, the critical path first); `spanline critpath --json` lists them all</text>"#,
+            TOP + ROW_H * drawn.len() as f64 + 13.0,
+            drawn.len()
+        );
     }
     o.push_str("</svg>");
     o
@@ -221,7 +316,7 @@ pub fn summary_svg(s: &Stats) -> String {
         );
         let tip = format!(
             "{} ({})\ncritical p50 {} · p90 {} · p95 {} · p99 {}\nduration p50 {} · p99 {}\nshare of all critical time {:.1}%\ndominant in {:.1}% of traces",
-            r.key,
+            short(&r.key),
             r.segment_type.as_str(),
             fmt_ns(r.critical.p50),
             fmt_ns(r.critical.p90),
@@ -262,37 +357,72 @@ pub fn summary_svg(s: &Stats) -> String {
 }
 
 /// The whole page: the waterfall of `trace` (if any) and the summary of
-/// `stats` (if any).
+/// `stats` (if any), with the default [`Limits`].
 pub fn page(title: &str, trace: Option<&TraceReport>, stats: Option<&Stats>) -> String {
+    page_with(title, trace, stats, &Limits::default())
+}
+
+/// [`page`] with explicit limits.
+pub fn page_with(
+    title: &str,
+    trace: Option<&TraceReport>,
+    stats: Option<&Stats>,
+    limits: &Limits,
+) -> String {
     let mut o = String::new();
     let _ = write!(
         o,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n",
-        escape(title),
-        escape(title)
+        escape(&short(title)),
+        escape(&short(title))
     );
     if let Some(r) = trace {
         let _ = write!(
             o,
             "<h2>Trace {} — {} — {}</h2>\n<p class=\"legend\"><span style=\"color:#c0392b\">■ on the critical path</span><span style=\"color:#c28a00\">▨ queue wait</span><span style=\"color:#8e44ad\">■ remote hop</span><span>hover a bar for details</span></p>\n",
             r.trace_id,
-            escape(&r.root_name),
+            escape(&short(&r.root_name)),
             escape(&fmt_ns(r.duration_ns))
         );
-        o.push_str(&waterfall_svg(r));
+        o.push_str(&waterfall_svg_with(r, limits));
         o.push_str("\n<h2>Critical path</h2>\n<table><tr><th>span</th><th>stage</th><th>type</th><th>time</th><th>share</th></tr>\n");
-        for s in &r.segments {
+        let (lines, not_shown) = shown_path(r, limits);
+        for l in &lines {
+            let (name, stage, ty, ns, share) = match l {
+                PathLine::Segment(s) => (
+                    escape(&short(&s.span_name)),
+                    s.stage.as_deref(),
+                    s.segment_type.as_str(),
+                    s.duration_ns,
+                    s.share,
+                ),
+                PathLine::Merged(m) => (
+                    format!(
+                        "… {} segments under {}% each",
+                        m.count,
+                        limits.sliver_share * 100.0
+                    ),
+                    m.stage.as_deref(),
+                    m.segment_type.map_or("mixed", |t| t.as_str()),
+                    m.duration_ns,
+                    m.share,
+                ),
+            };
             let _ = writeln!(
                 o,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td></tr>",
-                escape(&s.span_name),
-                escape(s.stage.as_deref().unwrap_or("-")),
-                s.segment_type.as_str(),
-                escape(&fmt_ns(s.duration_ns)),
-                s.share * 100.0
+                "<tr><td>{name}</td><td>{}</td><td>{ty}</td><td>{}</td><td>{:.1}%</td></tr>",
+                escape(&short(stage.unwrap_or("-"))),
+                escape(&fmt_ns(ns)),
+                share * 100.0
             );
         }
         o.push_str("</table>\n");
+        if not_shown > 0 {
+            let _ = writeln!(
+                o,
+                "<p class=\"left-out\">… {not_shown} more segments not shown; `spanline critpath --json` lists them all</p>"
+            );
+        }
     }
     if let Some(s) = stats {
         let _ = write!(
@@ -317,7 +447,7 @@ pub fn page(title: &str, trace: Option<&TraceReport>, stats: Option<&Stats>) -> 
             let _ = writeln!(
                 o,
                 "<tr><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td></tr>",
-                escape(&r.key),
+                escape(&short(&r.key)),
                 r.segment_type.as_str(),
                 r.share * 100.0,
                 r.dominates

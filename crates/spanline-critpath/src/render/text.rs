@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::clean;
+use super::{Limits, PathLine, clean, shown_path};
 use crate::analyze::{TraceReport, fmt_ns};
 use crate::stats::{Percentiles, Stats};
 
@@ -21,15 +21,29 @@ pub(crate) fn cut(s: &str, w: usize) -> String {
     }
 }
 
+/// Writes "… and N more {what}" when `n` rows were left out.
+fn left_out(o: &mut String, n: usize, what: &str) {
+    if n > 0 {
+        let _ = writeln!(o, "  … {n} more {what} not shown");
+    }
+}
+
 /// The critical path of one trace, its contributors, the slack of the stages
-/// off the path, detached subtrees and diagnostics.
+/// off the path, detached subtrees and diagnostics, with the default
+/// [`Limits`] (slivers merged, at most 200 rows per list).
 pub fn trace(r: &TraceReport) -> String {
+    trace_with(r, &Limits::default())
+}
+
+/// [`trace`] with explicit limits (`all_segments` lists every segment).
+pub fn trace_with(r: &TraceReport, limits: &Limits) -> String {
+    let max = limits.max_rows;
     let mut o = String::new();
     let _ = writeln!(
         o,
         "trace {}  root {:?}  duration {}  ({})",
         r.trace_id,
-        clean(&r.root_name),
+        cut(&r.root_name, 200),
         fmt_ns(r.duration_ns),
         if r.structured {
             "structural attributes"
@@ -37,11 +51,27 @@ pub fn trace(r: &TraceReport) -> String {
             "timestamps only"
         }
     );
-    let _ = writeln!(o, "\ncritical path ({} segments)", r.segments.len());
-    let w = r
-        .segments
+    let (lines, not_shown) = shown_path(r, limits);
+    let (merged, runs) = lines.iter().fold((0, 0), |(n, k), l| match l {
+        PathLine::Merged(m) => (n + m.count, k + 1),
+        PathLine::Segment(_) => (n, k),
+    });
+    let _ = write!(o, "\ncritical path ({} segments", r.segments.len());
+    if merged > 0 {
+        let _ = write!(
+            o,
+            "; {merged} of them, each under {}% of the trace, shown as {runs} line{} — --all-segments or --json lists them",
+            limits.sliver_share * 100.0,
+            if runs == 1 { "" } else { "s" }
+        );
+    }
+    let _ = writeln!(o, ")");
+    let w = lines
         .iter()
-        .map(|s| s.span_name.chars().count())
+        .filter_map(|l| match l {
+            PathLine::Segment(s) => Some(s.span_name.chars().take(48).count()),
+            PathLine::Merged(_) => None,
+        })
         .max()
         .unwrap_or(4)
         .clamp(4, 48);
@@ -50,20 +80,42 @@ pub fn trace(r: &TraceReport) -> String {
         "  {:>11}  {:>11}  {:>6}  {:<5}  {:<16}  span",
         "at", "time", "share", "type", "stage"
     );
-    for s in &r.segments {
-        let _ = writeln!(
-            o,
-            "  {:>11}  {:>11}  {:>6}  {:<5}  {:<16}  {}",
-            format!("+{}", fmt_ns(s.start_ns - r.start_ns)),
-            fmt_ns(s.duration_ns),
-            pct(s.share),
-            s.segment_type.as_str(),
-            cut(s.stage.as_deref().unwrap_or("-"), 16),
-            cut(&s.span_name, w)
-        );
+    for l in &lines {
+        match l {
+            PathLine::Segment(s) => {
+                let _ = writeln!(
+                    o,
+                    "  {:>11}  {:>11}  {:>6}  {:<5}  {:<16}  {}",
+                    format!("+{}", fmt_ns(s.start_ns.saturating_sub(r.start_ns))),
+                    fmt_ns(s.duration_ns),
+                    pct(s.share),
+                    s.segment_type.as_str(),
+                    cut(s.stage.as_deref().unwrap_or("-"), 16),
+                    cut(&s.span_name, w)
+                );
+            }
+            PathLine::Merged(m) => {
+                let _ = writeln!(
+                    o,
+                    "  {:>11}  {:>11}  {:>6}  {:<5}  {:<16}  … {} segments under {}% each",
+                    format!("+{}", fmt_ns(m.start_ns.saturating_sub(r.start_ns))),
+                    fmt_ns(m.duration_ns),
+                    pct(m.share),
+                    m.segment_type.map_or("mixed", |t| t.as_str()),
+                    cut(m.stage.as_deref().unwrap_or("-"), 16),
+                    m.count,
+                    limits.sliver_share * 100.0
+                );
+            }
+        }
     }
+    left_out(
+        &mut o,
+        not_shown,
+        "segments (--all-segments or --json lists them)",
+    );
     let _ = writeln!(o, "\ncontributors");
-    for c in &r.contributions {
+    for c in r.contributions.iter().take(max) {
         let _ = writeln!(
             o,
             "  {:<32}  {:<5}  {:>11}  {:>6}",
@@ -73,48 +125,65 @@ pub fn trace(r: &TraceReport) -> String {
             pct(c.share)
         );
     }
+    left_out(
+        &mut o,
+        r.contributions.len().saturating_sub(max),
+        "contributors",
+    );
     let off = r.off_path_stages();
     if !off.is_empty() {
         let _ = writeln!(
             o,
             "\nstages off the critical path (slack = how much longer they could have taken)"
         );
-        for s in off {
+        for s in off.iter().take(max) {
             let _ = writeln!(
                 o,
                 "  {:<32}  {:<16}  took {:>11}  slack {}",
                 cut(&s.name, 32),
                 cut(s.stage.as_deref().unwrap_or("-"), 16),
-                fmt_ns(s.end_ns - s.start_ns),
+                fmt_ns(s.end_ns.saturating_sub(s.start_ns)),
                 s.slack_ns
                     .map_or_else(|| "unbounded (non-blocking)".to_owned(), fmt_ns)
             );
         }
+        left_out(&mut o, off.len().saturating_sub(max), "stages off the path");
     }
     if !r.detached.is_empty() {
         let _ = writeln!(o, "\ndetached subtrees (not connected to the root)");
-        for d in &r.detached {
+        for d in r.detached.iter().take(max.min(20)) {
+            let mut path: Vec<String> = d
+                .segments
+                .iter()
+                .take(8)
+                .map(|s| format!("{} {}", cut(&s.span_name, 24), fmt_ns(s.duration_ns)))
+                .collect();
+            if d.segments.len() > 8 {
+                path.push(format!("… {} more", d.segments.len() - 8));
+            }
             let _ = writeln!(
                 o,
                 "  {:<32}  {:?}  {}  path: {}",
                 cut(&d.name, 32),
                 d.reason,
                 fmt_ns(d.duration_ns),
-                d.segments
-                    .iter()
-                    .map(|s| format!("{} {}", cut(&s.span_name, 24), fmt_ns(s.duration_ns)))
-                    .collect::<Vec<_>>()
-                    .join(" → ")
+                path.join(" → ")
             );
         }
+        left_out(
+            &mut o,
+            r.detached.len().saturating_sub(max.min(20)),
+            "detached subtrees",
+        );
     }
-    if !r.diagnostics.is_empty() {
+    let total_diags = r.diagnostics.len() as u64 + r.suppressed_diagnostics;
+    if total_diags > 0 {
         let _ = writeln!(o, "\ndiagnostics");
         for d in r.diagnostics.iter().take(20) {
-            let _ = writeln!(o, "  {}", clean(&d.to_string()));
+            let _ = writeln!(o, "  {}", cut(&d.to_string(), 300));
         }
-        if r.diagnostics.len() > 20 {
-            let _ = writeln!(o, "  … and {} more", r.diagnostics.len() - 20);
+        if total_diags > 20 {
+            let _ = writeln!(o, "  … and {} more", total_diags - 20);
         }
     }
     o
@@ -130,8 +199,9 @@ fn pcts(p: &Percentiles) -> String {
     )
 }
 
-/// Aggregates across traces.
+/// Aggregates across traces (at most 200 key rows; the JSON has them all).
 pub fn stats(s: &Stats) -> String {
+    let max = Limits::default().max_rows;
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -163,7 +233,7 @@ pub fn stats(s: &Stats) -> String {
         "share",
         "dominates"
     );
-    for r in &s.rows {
+    for r in s.rows.iter().take(max) {
         let _ = writeln!(
             o,
             "{:<28} {:<5} {:>7} | {} | {} | {:>6} {:>9}",
@@ -174,6 +244,13 @@ pub fn stats(s: &Stats) -> String {
             pcts(&r.critical),
             pct(r.critical_share),
             pct(r.dominance)
+        );
+    }
+    if s.rows.len() > max {
+        let _ = writeln!(
+            o,
+            "… {} more keys not shown (--json lists them)",
+            s.rows.len() - max
         );
     }
     let t = &s.tail;
