@@ -74,7 +74,12 @@ pub fn annotate(doc: &mut ScoredDocument, question: &str, sentences: &[String], 
     let mut scored: Vec<(f32, &String)> = sentences
         .iter()
         .zip(cosines)
-        .map(|(s, c)| (c + LEXICAL_WEIGHT * evidence::lexical(&question_words, s) as f32, s))
+        .map(|(s, c)| {
+            (
+                c + LEXICAL_WEIGHT * evidence::lexical(&question_words, s) as f32,
+                s,
+            )
+        })
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
     let lines: Vec<String> = scored
@@ -102,8 +107,7 @@ pub async fn select_evidence(
         .iter()
         .all(|d| d.document.metadata.contains_key(EVIDENCE_KEY));
     if !scored {
-        crate::rerank::score_sentences(embedder, &r.query.text, &mut r.documents[..n], ctx)
-            .await?;
+        crate::rerank::score_sentences(embedder, &r.query.text, &mut r.documents[..n], ctx).await?;
     }
     if let Some(first) = r.documents.first_mut() {
         let mut d: Document = (*first.document).clone();

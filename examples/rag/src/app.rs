@@ -84,7 +84,7 @@ impl Default for Settings {
             top_k: 8,
             keep: 5,
             prompt_docs: 3,
-            rerank_timeout: Duration::from_secs(5),
+            rerank_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(300),
             strategy: Strategy::default(),
             reranker: RerankerKind::default(),
@@ -453,7 +453,7 @@ pub fn rerank_worker(
     let reranker = RagReranker::new(kind, embedder.clone(), MINILM);
     spanline::grpc::Worker::builder(telemetry.clone())
         .stage(Rerank::new(reranker).top_n(keep))
-        // A rerank takes about a second; one still running 10 s after
+        // A rerank takes a few seconds; one still running 10 s after
         // shutdown was asked for has lost its caller.
         .drain_timeout(Duration::from_secs(10))
         .build()

@@ -43,7 +43,7 @@ options:
                              fallback (default; each adds a technique to the one before)
   --reranker R               what the rerank worker runs: maxsim-fused (default), maxsim,
                              bi-encoder, none
-  --rerank-timeout-ms N      rerank deadline; after it the fused order is used (default 5000)
+  --rerank-timeout-ms N      rerank deadline; after it the fused order is used (default 10000)
   --html PATH                waterfall page (default: rag-waterfall.html)
   --prometheus ADDR          serve /metrics on ADDR
   --listen ADDR              (worker rerank) where to listen (default 127.0.0.1:50061)
