@@ -14,10 +14,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use spanline::core::basic::{Bm25Index, Normalizer, ReciprocalRankFusion, VectorIndex};
 use spanline::core::{
-    Embed, EmbeddedQuery, Generate, Generation, GenerationRequest, Generator, Message, Pipeline,
-    Preprocess, Query, RequestContext, Rerank, Retrieve, Retrieved, Role, SamplingParams,
-    ScoredDocument, StageDescriptor, StageError, StageExt, StageKind, Step, Telemetry, TokenStream,
-    TokenUsage, stage_fn,
+    Embed, EmbeddedQuery, Generate, Generation, GenerationRequest, Generator, Pipeline, Preprocess,
+    Query, RequestContext, Rerank, Retrieve, Retrieved, ScoredDocument, StageDescriptor,
+    StageError, StageExt, StageKind, Step, Telemetry, TokenStream, TokenUsage, stage_fn,
 };
 use spanline::grpc::{RemoteStage, WorkerChannel};
 use spanline::kafka::{
@@ -25,9 +24,11 @@ use spanline::kafka::{
     WorkerConfig,
 };
 use spanline::models::openai::OpenAiGenerator;
-use spanline::models::{BertEmbedder, BiEncoderReranker, LlamaGenerator, ModelResolver};
+use spanline::models::{BertEmbedder, LlamaGenerator, ModelResolver};
 
+use crate::answer::{self, Strategy};
 use crate::corpus::Corpus;
+use crate::rerank::{RagReranker, RerankerKind};
 
 /// Topic the retrieval workers consume.
 pub const REQUEST_TOPIC: &str = "rag.retrieve.requests";
@@ -65,6 +66,10 @@ pub struct Settings {
     pub rerank_timeout: Duration,
     /// Deadline of one request.
     pub request_timeout: Duration,
+    /// How the answer is made from the passages.
+    pub strategy: Strategy,
+    /// What the gRPC rerank worker runs (when started here).
+    pub reranker: RerankerKind,
 }
 
 impl Default for Settings {
@@ -75,12 +80,14 @@ impl Default for Settings {
             rerank_worker: None,
             external_retrieval: false,
             openai: None,
-            max_tokens: 96,
+            max_tokens: 48,
             top_k: 8,
             keep: 5,
             prompt_docs: 3,
-            rerank_timeout: Duration::from_secs(5),
+            rerank_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(300),
+            strategy: Strategy::default(),
+            reranker: RerankerKind::default(),
         }
     }
 }
@@ -128,6 +135,16 @@ pub struct Answer {
     pub ranked: Vec<ScoredDocument>,
     /// Token counts.
     pub usage: TokenUsage,
+    /// Whether the text is the best evidence sentence rather than the
+    /// model's (its answer was not supported by the passages).
+    pub extractive: bool,
+    /// What the model generated (citation markers removed).
+    pub generated: String,
+    /// Share of the answer's sentences supported by a sentence of a
+    /// passage it cites (docs/rag-example.md, "Groundedness").
+    pub groundedness: f64,
+    /// The same share for the generated text.
+    pub generated_groundedness: f64,
 }
 
 /// A chunk the answer drew on.
@@ -327,10 +344,9 @@ pub async fn dense_index(
     }
     let texts: Vec<String> = corpus.chunks.iter().map(|d| d.text.clone()).collect();
     let embedder = embedder.clone();
-    let vectors = tokio::task::spawn_blocking(move || embedder.embed_blocking(&texts))
+    let vectors = tokio::task::spawn_blocking(move || embed_with_progress(&embedder, &texts))
         .await
-        .map_err(|e| RagError::Other(format!("indexing: {e}")))??
-        .embeddings;
+        .map_err(|e| RagError::Other(format!("indexing: {e}")))??;
     // A cache that cannot be written only costs the next start its time.
     if let Some(dir) = path.parent()
         && std::fs::create_dir_all(dir).is_ok()
@@ -345,6 +361,53 @@ pub async fn dense_index(
         corpus.chunks.clone(),
         vectors,
     )?)
+}
+
+/// Chunks embedded per progress step.
+const INDEX_BATCH: usize = 16;
+/// Without a terminal, a progress line every this many chunks.
+const PLAIN_PROGRESS_EVERY: usize = 64;
+
+/// Embed `texts` in batches, reporting progress on stderr: a line
+/// rewritten in place on a terminal, a plain line every
+/// [`PLAIN_PROGRESS_EVERY`] chunks otherwise.
+fn embed_with_progress(
+    embedder: &BertEmbedder,
+    texts: &[String],
+) -> Result<Vec<spanline::core::Embedding>, spanline::models::ModelError> {
+    use std::io::{IsTerminal, Write};
+    let terminal = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let mut vectors = Vec::with_capacity(texts.len());
+    let mut last_plain = 0;
+    for batch in texts.chunks(INDEX_BATCH) {
+        vectors.extend(embedder.embed_blocking(batch)?.embeddings);
+        let line = progress_line(vectors.len(), texts.len(), started.elapsed());
+        let mut err = std::io::stderr().lock();
+        if terminal {
+            let _ = write!(err, "\r{line}\x1b[K");
+            if vectors.len() == texts.len() {
+                let _ = writeln!(err);
+            }
+        } else if vectors.len() - last_plain >= PLAIN_PROGRESS_EVERY || vectors.len() == texts.len()
+        {
+            last_plain = vectors.len();
+            let _ = writeln!(err, "{line}");
+        }
+    }
+    Ok(vectors)
+}
+
+/// `rag: indexing 48/268 chunks, 3.1 chunks/s, 71 s left`.
+pub fn progress_line(done: usize, total: usize, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+    let left = if rate > 0.0 {
+        format!("{:.0} s left", (total - done.min(total)) as f64 / rate)
+    } else {
+        "time left unknown".into()
+    };
+    format!("rag: indexing {done}/{total} chunks, {rate:.1} chunks/s, {left}")
 }
 
 fn index_cache_path(corpus: &Corpus) -> PathBuf {
@@ -379,17 +442,18 @@ pub fn group_assignment() -> WorkerConfig {
     WorkerConfig::subscribe(RETRIEVAL_GROUP, REQUEST_TOPIC)
 }
 
-/// A gRPC worker hosting the reranker (bi-encoder on MiniLM) as
+/// A gRPC worker hosting the reranker `kind` (over MiniLM) as
 /// [`RERANK_STAGE`], keeping the best `keep`.
 pub fn rerank_worker(
     telemetry: &Telemetry,
     embedder: &BertEmbedder,
+    kind: RerankerKind,
     keep: usize,
 ) -> spanline::grpc::Worker {
-    let reranker = BiEncoderReranker::new(embedder.clone(), MINILM);
+    let reranker = RagReranker::new(kind, embedder.clone(), MINILM);
     spanline::grpc::Worker::builder(telemetry.clone())
         .stage(Rerank::new(reranker).top_n(keep))
-        // A rerank takes about a second; one still running 10 s after
+        // A rerank takes a few seconds; one still running 10 s after
         // shutdown was asked for has lost its caller.
         .drain_timeout(Duration::from_secs(10))
         .build()
@@ -461,21 +525,28 @@ pub fn pipeline(
         },
     );
     let prompt_docs = settings.prompt_docs;
-    let params = SamplingParams {
-        max_tokens: settings.max_tokens,
-        repetition_penalty: 1.1,
-        ..SamplingParams::default()
-    };
+    let (strategy, max_tokens) = (settings.strategy, settings.max_tokens);
+    let embedder = models.embedder.clone();
+    let evidence = stage_fn(
+        StageDescriptor::new("evidence", StageKind::Preprocess)
+            .model(MINILM)
+            .provider("candle"),
+        move |r: Retrieved, ctx| {
+            let embedder = embedder.clone();
+            async move { answer::select_evidence(&embedder, r, prompt_docs, &ctx).await }
+        },
+    );
     let prompt = stage_fn(
         StageDescriptor::new("prompt", StageKind::Preprocess),
-        move |r: Retrieved, _ctx| {
-            let params = params.clone();
-            async move { Ok::<_, StageError>(build_prompt(r, prompt_docs, params)) }
+        move |r: Retrieved, _ctx| async move {
+            Ok::<_, StageError>(answer::build_prompt(r, prompt_docs, strategy, max_tokens))
         },
     );
     let cite = stage_fn(
         StageDescriptor::new("cite", StageKind::Postprocess),
-        move |g: Generation, _ctx| async move { Ok::<_, StageError>(cite(g, prompt_docs)) },
+        move |g: Generation, _ctx| async move {
+            Ok::<_, StageError>(answer::cite(g, prompt_docs, strategy))
+        },
     );
     let pipeline = Pipeline::builder("rag")
         .telemetry(telemetry.clone())
@@ -488,6 +559,7 @@ pub fn pipeline(
                 .with_timeout(settings.rerank_timeout)
                 .with_fallback(fused_order),
         )
+        .then(evidence)
         .then(prompt)
         .then(Generate::new(models.generator.clone()).on_token(move |piece| on_token(piece)))
         .then(cite)
@@ -498,95 +570,20 @@ pub fn pipeline(
     })
 }
 
-/// Words of each passage placed in the prompt.
-const PROMPT_WORDS: usize = 80;
-
-const INSTRUCTIONS: &str = "You answer questions about a software project using only the \
-numbered context passages. Answer in two or three sentences and cite the passages you use as \
-[1], [2] or [3].";
-
-fn build_prompt(r: Retrieved, docs: usize, params: SamplingParams) -> GenerationRequest {
-    let mut system = String::from(INSTRUCTIONS);
-    system.push_str("\n\nContext:\n");
-    for (i, d) in r.documents.iter().take(docs).enumerate() {
-        // Passages are cut to keep the prompt (and the CPU prefill) short.
-        let words: Vec<&str> = d.document.text.split_whitespace().collect();
-        let text = words[..words.len().min(PROMPT_WORDS)].join(" ");
-        system.push_str(&format!("[{}] {text}\n\n", i + 1));
-    }
-    GenerationRequest {
-        messages: vec![
-            Message::new(Role::System, system),
-            Message::new(Role::User, r.query.text),
-        ],
-        params,
-        context: r.documents,
-    }
-}
-
-fn cite(g: Generation, docs: usize) -> Answer {
-    let citations = g
-        .context
-        .iter()
-        .take(docs)
-        .enumerate()
-        .map(|(i, d)| Citation {
-            marker: i + 1,
-            id: d.document.id.clone(),
-            cited: g.text.contains(&format!("[{}]", i + 1)),
-        })
-        .collect();
-    Answer {
-        text: g.text.trim().to_string(),
-        citations,
-        ranked: g.context,
-        usage: g.usage,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spanline::core::{Document, FinishReason, GenerationTimings};
-
-    fn retrieved(n: usize) -> Retrieved {
-        Retrieved {
-            query: Query::new("q"),
-            documents: (0..n)
-                .map(|i| {
-                    ScoredDocument::new(Document::new(format!("d{i}"), format!("text {i}")), 1.0)
-                })
-                .collect(),
-        }
-    }
 
     #[test]
-    fn the_prompt_numbers_the_first_documents_and_keeps_all_for_recall() {
-        let r = build_prompt(retrieved(5), 3, SamplingParams::default());
-        let system = &r.messages[0].content;
-        assert!(system.contains("[1] text 0") && system.contains("[3] text 2"));
-        assert!(!system.contains("text 3"));
-        assert_eq!(r.context.len(), 5);
-    }
-
-    #[test]
-    fn citations_map_markers_back_to_chunk_ids() {
-        let g = Generation {
-            text: " It uses headers [2]. ".into(),
-            usage: TokenUsage::default(),
-            finish_reason: FinishReason::Stop,
-            response_model: None,
-            timings: GenerationTimings::default(),
-            context: retrieved(5).documents,
-        };
-        let a = cite(g, 3);
-        assert_eq!(a.text, "It uses headers [2].");
-        let cited: Vec<(&str, bool)> = a
-            .citations
-            .iter()
-            .map(|c| (c.id.as_str(), c.cited))
-            .collect();
-        assert_eq!(cited, [("d0", false), ("d1", true), ("d2", false)]);
-        assert_eq!(a.ranked.len(), 5);
+    fn progress_says_count_rate_and_time_left() {
+        assert_eq!(
+            progress_line(48, 268, Duration::from_secs(16)),
+            "rag: indexing 48/268 chunks, 3.0 chunks/s, 73 s left"
+        );
+        assert_eq!(
+            progress_line(0, 10, Duration::ZERO),
+            "rag: indexing 0/10 chunks, 0.0 chunks/s, time left unknown"
+        );
+        assert!(progress_line(10, 10, Duration::from_secs(2)).ends_with("0 s left"));
     }
 }

@@ -38,8 +38,12 @@ options:
   --external-retrieval       start no retrieval worker here (worker processes serve the topic)
   --openai-url URL           an OpenAI-compatible server (…/v1) instead of SmolLM2 in-process
   --openai-model NAME        its model name
-  --max-tokens N             longest answer (default 96)
-  --rerank-timeout-ms N      rerank deadline; after it the fused order is used (default 5000)
+  --max-tokens N             longest answer (default 48)
+  --strategy S               how answers are made: passages, evidence, prompt, decoding,
+                             fallback (default; each adds a technique to the one before)
+  --reranker R               what the rerank worker runs: maxsim-fused (default), maxsim,
+                             bi-encoder, none
+  --rerank-timeout-ms N      rerank deadline; after it the fused order is used (default 10000)
   --html PATH                waterfall page (default: rag-waterfall.html)
   --prometheus ADDR          serve /metrics on ADDR
   --listen ADDR              (worker rerank) where to listen (default 127.0.0.1:50061)
@@ -84,6 +88,8 @@ fn parse(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
                 let v = number("--max-tokens", value("--max-tokens")?)?;
                 a.settings.max_tokens = u32::try_from(v).map_err(|_| "--max-tokens: too large")?;
             }
+            "--strategy" => a.settings.strategy = value("--strategy")?.parse()?,
+            "--reranker" => a.settings.reranker = value("--reranker")?.parse()?,
             "--rerank-timeout-ms" => {
                 let v = number("--rerank-timeout-ms", value("--rerank-timeout-ms")?)?;
                 a.settings.rerank_timeout = Duration::from_millis(v);
@@ -293,9 +299,19 @@ async fn ask(args: &Args, question: &str) -> Result<(), RagError> {
         )
         .await?;
     println!("Q: {question}");
-    print!("A: ");
+    print!("Generated: ");
     let answer = rag.ask(question, &RequestContext::new()).await?;
-    println!("\n\nSources:");
+    println!("\nA: {}", answer.text);
+    if answer.extractive {
+        println!(
+            "   (extractive: the generated answer was not supported by the passages; this is the best evidence sentence)"
+        );
+    }
+    println!(
+        "   groundedness {:.2} (generated text {:.2})",
+        answer.groundedness, answer.generated_groundedness
+    );
+    println!("\nSources:");
     for c in &answer.citations {
         let mark = if c.cited { "cited" } else { "context" };
         println!("  [{}] {}  ({mark})", c.marker, c.id);
@@ -392,6 +408,37 @@ async fn load(args: &Args) -> Result<(), RagError> {
         "Retrieval quality over {} answers: recall@{} {:.3}, MRR {:.3}",
         quality.questions, quality.k, quality.recall_at_k, quality.mrr
     );
+    answers.sort_by_key(|(qi, _)| *qi);
+    println!("\nAnswers (✓ states the fact; E = extractive fallback):");
+    for (qi, a) in &answers {
+        let q = &questions[*qi];
+        let mark = if q.is_answered_by(&a.text) {
+            "✓"
+        } else {
+            "✗"
+        };
+        let kind = if a.extractive { "E" } else { " " };
+        println!(
+            "  {mark} {kind} {:<60.60} → {}",
+            q.question,
+            one_line(&a.text, 100)
+        );
+    }
+    let answered = report::answer_quality(answers.iter().map(|(qi, a)| (&questions[*qi], a)));
+    println!(
+        "\nAnswer quality over {} answers (strategy {:?}, reranker {:?}): accuracy {:.3} ({} correct), \
+         groundedness {:.3} (generated text {:.3}), citing a passage {}, citing an expected chunk {}, extractive {}",
+        answered.answers,
+        args.settings.strategy,
+        args.settings.reranker,
+        answered.accuracy(),
+        answered.correct,
+        answered.groundedness,
+        answered.generated_groundedness,
+        answered.citing,
+        answered.citing_expected,
+        answered.extractive
+    );
     let slowest = reports.iter().max_by_key(|r| r.duration_ns);
     write_html(args, slowest, &stats)?;
     if let Some(prom) = session.guard.prometheus() {
@@ -415,6 +462,17 @@ async fn load(args: &Args) -> Result<(), RagError> {
     session.stack.stop().await?;
     let _ = session.guard.shutdown();
     Ok(())
+}
+
+/// `text` on one line, cut to `max` characters.
+fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        flat
+    } else {
+        let cut: String = flat.chars().take(max).collect();
+        format!("{cut}…")
+    }
 }
 
 async fn shutdown_signal() {
@@ -462,7 +520,7 @@ async fn rerank_worker(args: &Args) -> Result<(), RagError> {
         .local_addr()
         .map_err(|e| RagError::Other(e.to_string()))?;
     eprintln!("rag: rerank worker listening on http://{local}");
-    app::rerank_worker(&t, &embedder, args.settings.keep)
+    app::rerank_worker(&t, &embedder, args.settings.reranker, args.settings.keep)
         .serve(listener, shutdown_signal())
         .await?;
     let _ = guard.shutdown();

@@ -54,13 +54,95 @@ pub fn waterfall(report: Option<&TraceReport>, stats: Option<&Stats>) -> String 
     render::html::page("spanline RAG example", report, stats)
 }
 
-/// One bundled question and the chunks that answer it.
+/// One bundled question, the chunks that answer it and the fact its
+/// answer must state.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Question {
     /// The question.
     pub question: String,
     /// Chunk ids (relative to `docs/`) that hold the answer.
     pub expected: Vec<String>,
+    /// A regular expression (matched case-insensitively) a correct answer
+    /// matches: the fact, in the words of the docs.
+    pub answer_must_match: String,
+}
+
+impl Question {
+    /// The compiled [`Question::answer_must_match`]; `None` when it is not
+    /// a valid expression (a test checks the bundled ones are).
+    pub fn fact(&self) -> Option<regex::Regex> {
+        regex::RegexBuilder::new(&self.answer_must_match)
+            .case_insensitive(true)
+            .size_limit(1 << 20)
+            .build()
+            .ok()
+    }
+
+    /// Whether `answer` states the fact.
+    pub fn is_answered_by(&self, answer: &str) -> bool {
+        self.fact().is_some_and(|re| re.is_match(answer))
+    }
+}
+
+/// Answer quality over a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AnswerQuality {
+    /// Answers scored.
+    pub answers: usize,
+    /// Answers stating their question's fact.
+    pub correct: usize,
+    /// Mean share of answer sentences supported by a cited passage.
+    pub groundedness: f64,
+    /// The same for the model's own text (before any fallback).
+    pub generated_groundedness: f64,
+    /// Answers citing at least one passage.
+    pub citing: usize,
+    /// Answers citing one of the chunks the question names.
+    pub citing_expected: usize,
+    /// Answers that are the extractive fallback.
+    pub extractive: usize,
+}
+
+impl AnswerQuality {
+    /// `correct / answers` (0 with no answers).
+    pub fn accuracy(&self) -> f64 {
+        if self.answers == 0 {
+            0.0
+        } else {
+            self.correct as f64 / self.answers as f64
+        }
+    }
+}
+
+/// Score answers against their questions.
+pub fn answer_quality<'a>(
+    results: impl IntoIterator<Item = (&'a Question, &'a crate::Answer)>,
+) -> AnswerQuality {
+    let mut q = AnswerQuality::default();
+    for (question, answer) in results {
+        q.answers += 1;
+        q.correct += usize::from(question.is_answered_by(&answer.text));
+        q.groundedness += answer.groundedness;
+        q.generated_groundedness += answer.generated_groundedness;
+        let cited: Vec<&str> = answer
+            .citations
+            .iter()
+            .filter(|c| c.cited)
+            .map(|c| c.id.as_str())
+            .collect();
+        q.citing += usize::from(!cited.is_empty());
+        q.citing_expected += usize::from(
+            cited
+                .iter()
+                .any(|c| question.expected.iter().any(|e| e == c)),
+        );
+        q.extractive += usize::from(answer.extractive);
+    }
+    if q.answers > 0 {
+        q.groundedness /= q.answers as f64;
+        q.generated_groundedness /= q.answers as f64;
+    }
+    q
 }
 
 /// The bundled question set (about this repository's `docs/`).
@@ -145,7 +227,46 @@ mod tests {
     #[test]
     fn the_bundled_questions_parse() {
         let q = questions();
-        assert!(q.len() >= 10);
+        assert!(q.len() >= 30, "{}", q.len());
         assert!(q.iter().all(|q| !q.expected.is_empty()));
+        assert!(q.iter().all(|q| q.fact().is_some()), "every fact compiles");
+    }
+
+    #[test]
+    fn answers_are_scored_on_the_fact_and_the_citation() {
+        let question = Question {
+            question: "Which model?".into(),
+            expected: vec!["models.md#which".into()],
+            answer_must_match: "smollm2|llama".into(),
+        };
+        assert!(question.is_answered_by("It is SmolLM2-135M."));
+        assert!(!question.is_answered_by("A Kafka broker."));
+        let answer = |text: &str, cited: &str, g: f64| crate::Answer {
+            text: text.into(),
+            citations: vec![crate::app::Citation {
+                marker: 1,
+                id: cited.into(),
+                cited: true,
+            }],
+            ranked: Vec::new(),
+            usage: Default::default(),
+            extractive: false,
+            generated: text.into(),
+            groundedness: g,
+            generated_groundedness: g,
+        };
+        let a = answer("SmolLM2 [1]", "models.md#which", 1.0);
+        let b = answer("Kafka [1]", "kafka.md#x", 0.0);
+        let q = answer_quality([(&question, &a), (&question, &b)]);
+        assert_eq!(
+            (q.answers, q.correct, q.citing, q.citing_expected),
+            (2, 1, 2, 1)
+        );
+        assert!((q.accuracy() - 0.5).abs() < 1e-9 && (q.groundedness - 0.5).abs() < 1e-9);
+        let bad = Question {
+            answer_must_match: "(".into(),
+            ..question
+        };
+        assert!(!bad.is_answered_by("("), "an invalid fact matches nothing");
     }
 }

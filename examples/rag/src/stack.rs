@@ -78,7 +78,12 @@ impl Stack {
         stack.rerank_uri = match &settings.rerank_worker {
             Some(uri) => uri.clone(),
             None => {
-                let worker = app::rerank_worker(telemetry, &models.embedder, settings.keep);
+                let worker = app::rerank_worker(
+                    telemetry,
+                    &models.embedder,
+                    settings.reranker,
+                    settings.keep,
+                );
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                     .await
                     .map_err(|e| RagError::Other(format!("rerank worker: {e}")))?;
