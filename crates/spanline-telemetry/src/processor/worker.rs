@@ -212,7 +212,9 @@ impl State {
             if !rest.is_empty() {
                 let mut q = self.shared.lock();
                 q.held -= rest.len();
-                q.spans.extend(rest);
+                // In front of what arrived meanwhile, so spans leave in the
+                // order they ended (fewer than a batch are moved).
+                q.spans.splice(0..0, rest);
                 let ready = q.spans.len() >= batch_size;
                 drop(q);
                 if ready {
