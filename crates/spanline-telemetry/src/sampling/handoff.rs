@@ -1,11 +1,15 @@
 //! The non-blocking hand-off shared by the processors that buffer traces
-//! (the tail sampler, the online critical-path analysis): `on_end` does one
-//! `try_send` into a bounded queue, a worker thread owns the state, and
-//! flush and shutdown are requests the worker acknowledges in bounded time.
+//! (the tail sampler, the online critical-path analysis): `on_end` appends
+//! the span to a bounded queue under an uncontended lock, a worker thread
+//! owns the state, and flush and shutdown are requests the worker
+//! acknowledges in bounded time. As with the export processor
+//! (`docs/telemetry.md`, *The export path*), the worker is not woken per
+//! span: it drains the queue on its tick, or early when the queue holds
+//! `wake_at` spans.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -35,7 +39,8 @@ pub(crate) trait Work: Send + 'static {
 }
 
 enum Msg {
-    Span(Box<SpanData>),
+    /// The queue holds `wake_at` spans: drain it now.
+    Wake,
     Resource(Resource),
     Flush(SyncSender<OTelSdkResult>),
     Shutdown(Duration, SyncSender<OTelSdkResult>),
@@ -49,8 +54,36 @@ pub(crate) enum Refused {
     Shutdown,
 }
 
+/// The spans waiting for the worker.
+struct Queue {
+    spans: Vec<SpanData>,
+    /// The worker has finished: later spans are refused.
+    closed: bool,
+}
+
+/// The queue and its bounds, shared with the worker.
+struct Spans {
+    queue: Mutex<Queue>,
+    capacity: usize,
+    wake_at: usize,
+}
+
+impl Spans {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Everything queued, in the order it ended; `close` refuses the rest.
+    fn take(&self, close: bool) -> Vec<SpanData> {
+        let mut q = self.lock();
+        q.closed |= close;
+        std::mem::take(&mut q.spans)
+    }
+}
+
 /// The sending side, held by the processor.
 pub(crate) struct Handoff {
+    spans: Arc<Spans>,
     tx: SyncSender<Msg>,
     is_shutdown: AtomicBool,
     worker: Mutex<Option<JoinHandle<()>>>,
@@ -59,7 +92,7 @@ pub(crate) struct Handoff {
 
 impl Handoff {
     /// Start thread `thread` running `work`, with a queue of `capacity`
-    /// messages and a periodic `expire` every `tick`.
+    /// spans and a periodic drain and `expire` every `tick`.
     pub(crate) fn spawn<W: Work>(
         thread: &str,
         what: &'static str,
@@ -67,15 +100,27 @@ impl Handoff {
         tick: Duration,
         work: W,
     ) -> Result<Self, TelemetryError> {
-        let (tx, rx) = mpsc::sync_channel(capacity);
+        let capacity = capacity.max(1);
+        let spans = Arc::new(Spans {
+            queue: Mutex::new(Queue {
+                spans: Vec::new(),
+                closed: false,
+            }),
+            capacity,
+            wake_at: (capacity / 2).clamp(1, 512),
+        });
+        // Control messages only (wakes, flushes, shutdown): a few at a time.
+        let (tx, rx) = mpsc::sync_channel(16);
+        let worker_spans = spans.clone();
         let worker = std::thread::Builder::new()
             .name(thread.into())
-            .spawn(move || worker_loop(work, rx, tick))
+            .spawn(move || worker_loop(work, &worker_spans, rx, tick))
             .map_err(|e| TelemetryError::Worker {
                 what,
                 reason: e.to_string(),
             })?;
         Ok(Handoff {
+            spans,
             tx,
             is_shutdown: AtomicBool::new(false),
             worker: Mutex::new(Some(worker)),
@@ -83,13 +128,26 @@ impl Handoff {
         })
     }
 
-    /// Hand `span` over without blocking.
+    /// Hand `span` over without blocking. The worker is woken only when
+    /// the queue reaches `wake_at` spans (once per fill, not per span).
     pub(crate) fn try_send(&self, span: SpanData) -> Result<(), Refused> {
-        match self.tx.try_send(Msg::Span(Box::new(span))) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(Refused::QueueFull),
-            Err(TrySendError::Disconnected(_)) => Err(Refused::Shutdown),
+        let wake = {
+            let mut q = self.spans.lock();
+            if q.closed {
+                return Err(Refused::Shutdown);
+            }
+            if q.spans.len() >= self.spans.capacity {
+                return Err(Refused::QueueFull);
+            }
+            q.spans.push(span);
+            q.spans.len() == self.spans.wake_at
+        };
+        if wake {
+            // A full control queue already holds a wake-up or a request
+            // that drains the spans first.
+            let _ = self.tx.try_send(Msg::Wake);
         }
+        Ok(())
     }
 
     /// Pass the provider's resource to the worker.
@@ -130,8 +188,8 @@ impl Handoff {
         make: impl FnOnce(SyncSender<OTelSdkResult>) -> Msg,
     ) -> OTelSdkResult {
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        // The worker drains the queue continuously, so this send waits at
-        // most for one queue's worth of spans.
+        // The control queue holds a few messages, which the worker answers
+        // in bounded time, so this send does not wait long.
         self.tx
             .send(make(ack_tx))
             .map_err(|_| OTelSdkError::AlreadyShutdown)?;
@@ -146,13 +204,26 @@ impl Handoff {
     }
 }
 
-fn worker_loop<W: Work>(mut work: W, rx: mpsc::Receiver<Msg>, tick: Duration) {
+fn worker_loop<W: Work>(mut work: W, spans: &Spans, rx: mpsc::Receiver<Msg>, tick: Duration) {
     let mut next_expire = Instant::now() + tick;
+    let drain = |work: &mut W, close: bool| {
+        let now = Instant::now();
+        for span in spans.take(close) {
+            work.span(span, now);
+        }
+    };
     loop {
         let msg = rx.recv_timeout(tick);
+        // Every wake-up, whatever its reason, first takes what is queued,
+        // so a flush or shutdown sees every span handed over before it.
+        let closing = matches!(
+            msg,
+            Ok(Msg::Shutdown(..)) | Err(RecvTimeoutError::Disconnected)
+        );
+        drain(&mut work, closing);
         let now = Instant::now();
         match msg {
-            Ok(Msg::Span(span)) => work.span(*span, now),
+            Ok(Msg::Wake) | Err(RecvTimeoutError::Timeout) => {}
             Ok(Msg::Resource(r)) => work.resource(&r),
             Ok(Msg::Flush(ack)) => {
                 work.expire(now);
@@ -162,7 +233,6 @@ fn worker_loop<W: Work>(mut work: W, rx: mpsc::Receiver<Msg>, tick: Duration) {
                 let _ = ack.send(work.finish(timeout));
                 return;
             }
-            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 let _ = work.finish(Duration::from_secs(5));
                 return;
