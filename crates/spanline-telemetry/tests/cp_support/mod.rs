@@ -4,16 +4,16 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "../sampling_support/mod.rs"]
+mod sampling_support;
+
 use std::collections::HashMap;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusRecorder;
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
-    Tracer, TracerProvider,
-};
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanEvents, SpanLinks};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{TraceContextExt, Tracer, TracerProvider};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData};
 use spanline_core::semconv::{messaging, spanline};
 use spanline_core::{
     Pipeline, RequestContext, StageDescriptor, StageError, StageKind, Telemetry, stage_fn,
@@ -147,6 +147,7 @@ pub fn prom_series(text: &str, name: &str) -> HashMap<Series, f64> {
     out
 }
 
+/// A span named `name`: the tail-sampler tests' hand-built span, renamed.
 fn span_data(
     trace: u128,
     id: u64,
@@ -155,28 +156,9 @@ fn span_data(
     start_ms: u64,
     dur_ms: u64,
 ) -> SpanData {
-    let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000) + Duration::from_millis(start_ms);
-    SpanData {
-        span_context: SpanContext::new(
-            TraceId::from(trace),
-            SpanId::from(id),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        ),
-        parent_span_id: SpanId::from(parent),
-        parent_span_is_remote: false,
-        span_kind: SpanKind::Internal,
-        name: name.to_owned().into(),
-        start_time: start,
-        end_time: start + Duration::from_millis(dur_ms),
-        attributes: Vec::new(),
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status: Status::Unset,
-        instrumentation_scope: InstrumentationScope::default(),
-    }
+    let mut s = sampling_support::span(trace, id, parent, start_ms, dur_ms);
+    s.name = name.to_owned().into();
+    s
 }
 
 /// A child span (10 ms to 60 ms) of `parent` in trace `trace`.
